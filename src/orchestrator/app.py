@@ -1,0 +1,82 @@
+"""`create_app(settings)`: middleware, routers, error handlers and the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from orchestrator import __version__
+from orchestrator.auth.passwords import Passwords
+from orchestrator.auth.routes import router as auth_router
+from orchestrator.auth.tokens import TokenService
+from orchestrator.auth.users import UserDirectory
+from orchestrator.bootstrap import ensure_admin
+from orchestrator.changes.feed import ChangeFeed
+from orchestrator.config import Settings, load_secret_key
+from orchestrator.db import open_database
+from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
+from orchestrator.health import router as health_router
+from orchestrator.http.body_limit import BodyLimitMiddleware
+from orchestrator.http.request_id import RequestIdMiddleware
+from orchestrator.http.security_headers import SecurityHeadersMiddleware
+from orchestrator.observability.access_log import AccessLogMiddleware
+from orchestrator.services import Services
+
+API_PREFIX = "/api/v1"
+
+
+def build_services(settings: Settings) -> Services:
+    db = open_database(settings.resolved_database_url, timeout=settings.db_timeout_seconds)
+    tokens = TokenService(
+        secret=load_secret_key(settings),
+        algorithm=settings.jwt_algorithm,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        lifetime_seconds=settings.token_lifetime_minutes * 60,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+    users = UserDirectory(db)
+    feed = ChangeFeed(db, poll_seconds=settings.change_poll_seconds)
+    feed.add_listener(users.on_change)
+    return Services(
+        settings=settings, db=db, tokens=tokens, passwords=Passwords(), users=users, feed=feed
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ASGI app. The database must already be migrated (`orchestrator db upgrade`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings)
+        app.state.services = services
+        try:
+            await ensure_admin(services.db, settings, services.passwords)
+            await services.passwords.warm_up()
+            await services.feed.start()
+            yield
+        finally:
+            await services.feed.stop()
+            await services.db.close()
+
+    app = FastAPI(
+        title="Orchestrator",
+        version=__version__,
+        description="Coordination hub: jobs, collaboration tasks, a live change feed, workers.",
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    install_error_handlers(app)
+
+    app.include_router(health_router)
+    app.include_router(auth_router)
+
+    # Outermost first: the request id must exist before anything logs or answers.
+    app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(RequestIdMiddleware)
+    return app

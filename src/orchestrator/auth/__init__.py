@@ -1,0 +1,1 @@
+"""Users, passwords, tokens, the current-user dependency and the login route."""

@@ -1,0 +1,177 @@
+"""User accounts: queries, and the per-process directory the token check reads."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, cast
+
+from orchestrator.changes.log import Change, record_change
+from orchestrator.db import ConstraintViolation, Database, Row
+from orchestrator.errors import Conflict, NotFound, Unprocessable
+from orchestrator.timestamps import as_utc
+
+Role = Literal["admin", "member", "viewer", "worker"]
+ROLES: tuple[Role, ...] = ("admin", "member", "viewer", "worker")
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,149}$")
+MAX_USERNAME = 150
+MAX_PASSWORD = 1024
+MIN_PASSWORD = 8
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    username: str
+    role: Role
+    disabled: bool
+    tokens_valid_after: datetime
+    password_hash: str
+    created_at: datetime
+
+
+def username_key(username: str) -> str:
+    return username.casefold()
+
+
+def _user(row: Row) -> User:
+    return User(
+        id=row["id"],
+        username=row["username"],
+        role=cast(Role, row["role"]),
+        disabled=bool(row["disabled"]),
+        tokens_valid_after=as_utc(row["tokens_valid_after"]),
+        password_hash=row["password_hash"],
+        created_at=as_utc(row["created_at"]),
+    )
+
+
+_COLUMNS = "id, username, role, disabled, tokens_valid_after, password_hash, created_at"
+
+
+def check_new_credentials(*, username: str, password: str, role: str) -> None:
+    problems = []
+    if not USERNAME.match(username):
+        problems.append({"field": "username", "reason": "1-150 of letters, digits, . _ @ -"})
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        problems.append({"field": "password", "reason": f"{MIN_PASSWORD}-{MAX_PASSWORD} chars"})
+    if role not in ROLES:
+        problems.append({"field": "role", "reason": f"one of {', '.join(ROLES)}"})
+    if problems:
+        raise Unprocessable("Invalid user", details=problems)
+
+
+async def get_user(db: Database, *, username: str) -> User | None:
+    row = await db.fetch_one(
+        f"SELECT {_COLUMNS} FROM users WHERE username_key = :key", {"key": username_key(username)}
+    )
+    return _user(row) if row else None
+
+
+async def list_users(db: Database) -> list[User]:
+    rows = await db.fetch_all(f"SELECT {_COLUMNS} FROM users ORDER BY username_key")
+    return [_user(r) for r in rows]
+
+
+async def count_users(db: Database) -> int:
+    row = await db.fetch_one("SELECT count(*) AS n FROM users")
+    return int(row["n"]) if row else 0
+
+
+async def create_user(db: Database, *, username: str, password_hash: str, role: Role) -> User:
+    now = datetime.now(UTC)
+    user_id = str(uuid.uuid4())
+    try:
+        async with db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO users (id, username, username_key, password_hash, role, disabled, "
+                "tokens_valid_after, created_at, updated_at) VALUES (:id, :username, :key, "
+                ":hash, :role, :disabled, :now, :now, :now)",
+                {
+                    "id": user_id,
+                    "username": username,
+                    "key": username_key(username),
+                    "hash": password_hash,
+                    "role": role,
+                    "disabled": False,
+                    "now": now,
+                },
+            )
+            await record_change(
+                tx,
+                dialect=db.dialect,
+                collection="users",
+                op="create",
+                resource_id=user_id,
+                data=None,
+            )
+    except ConstraintViolation:
+        raise Conflict(f"User {username!r} already exists") from None
+    return User(user_id, username, role, False, now, password_hash, now)
+
+
+async def _update_user(
+    db: Database, *, username: str, assignments: str, params: dict[str, object]
+) -> None:
+    """Apply `assignments` and cut off every token issued so far."""
+    now = datetime.now(UTC)
+    async with db.transaction() as tx:
+        row = await tx.fetch_one(
+            f"UPDATE users SET {assignments}, tokens_valid_after = :now, updated_at = :now "
+            "WHERE username_key = :key RETURNING id",
+            {**params, "now": now, "key": username_key(username)},
+        )
+        if row is None:
+            raise NotFound(f"No user {username!r}")
+        await record_change(
+            tx,
+            dialect=db.dialect,
+            collection="users",
+            op="update",
+            resource_id=row["id"],
+            data=None,
+        )
+
+
+async def set_password(db: Database, *, username: str, password_hash: str) -> None:
+    await _update_user(
+        db, username=username, assignments="password_hash = :hash", params={"hash": password_hash}
+    )
+
+
+async def set_disabled(db: Database, *, username: str, disabled: bool) -> None:
+    await _update_user(
+        db, username=username, assignments="disabled = :disabled", params={"disabled": disabled}
+    )
+
+
+class UserDirectory:
+    """Users' state per process, so a token check costs no database round trip.
+
+    Any change to the users collection (seen through the change feed, from any process)
+    empties it; the next check reloads that user.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._users: dict[str, User | None] = {}
+        self._generation = 0
+
+    async def get(self, username: str) -> User | None:
+        key = username_key(username)
+        try:
+            return self._users[key]
+        except KeyError:
+            pass
+        generation = self._generation
+        user = await get_user(self._db, username=username)
+        if generation == self._generation:  # no change arrived while we were reading
+            self._users[key] = user
+        return user
+
+    def on_change(self, change: Change) -> None:
+        if change.collection == "users":
+            self._generation += 1
+            self._users.clear()

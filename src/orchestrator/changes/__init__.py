@@ -1,0 +1,1 @@
+"""The change log, the per-process change feed, and the real-time endpoints built on them."""

@@ -1,0 +1,119 @@
+"""The per-process change feed: follows the log and hands every change, in order, to listeners.
+
+A local commit or a PostgreSQL NOTIFY only wakes the feed; the feed then reads the log from the
+last revision it delivered. A lost wake-up therefore delays a change, never drops it, and the
+periodic poll is the safety net (and the only cross-process path on SQLite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from orchestrator.changes.log import NOTIFY_CHANNEL, Change, changes_after, latest_revision
+from orchestrator.db import Database, DatabaseUnavailable
+from orchestrator.db.database import PostgresDatabase
+
+log = structlog.get_logger(__name__)
+
+Listener = Callable[[Change], None]
+
+
+class ChangeFeed:
+    def __init__(self, db: Database, *, poll_seconds: float) -> None:
+        self.db = db
+        self.poll_seconds = poll_seconds
+        self.delivered = 0
+        self._listeners: list[Listener] = []
+        self._wake = asyncio.Event()
+        self._advanced = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._listen_conn: Any = None
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def wake(self) -> None:
+        """Something committed: read the log soon."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self.delivered = await latest_revision(self.db)
+        self.db.after_commit(self.wake)
+        self._task = asyncio.create_task(self._run(), name="change-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close_listener()
+
+    async def wait_past(self, revision: int, within: float) -> bool:
+        """Wait until this process has delivered `revision`; False on timeout."""
+        async with self._advanced:
+            try:
+                await asyncio.wait_for(
+                    self._advanced.wait_for(lambda: self.delivered >= revision), within
+                )
+            except TimeoutError:
+                return False
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            await self._ensure_listener()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            self._wake.clear()
+            try:
+                await self._drain()
+            except DatabaseUnavailable:
+                log.warning("change_feed_database_unavailable")
+            except Exception:
+                log.exception("change_feed_error")
+
+    async def _drain(self) -> None:
+        while True:
+            batch = await changes_after(self.db, revision=self.delivered, limit=1000)
+            if not batch:
+                return
+            for change in batch:
+                for listener in tuple(self._listeners):
+                    try:
+                        listener(change)
+                    except Exception:
+                        log.exception("change_listener_error")
+                self.delivered = change.revision
+            async with self._advanced:
+                self._advanced.notify_all()
+            if len(batch) < 1000:
+                return
+
+    async def _ensure_listener(self) -> None:
+        if not isinstance(self.db, PostgresDatabase):
+            return
+        conn = self._listen_conn
+        if conn is not None and not conn.is_closed():
+            return
+        await self._close_listener()
+        try:
+            self._listen_conn = await self.db.listen(NOTIFY_CHANNEL, lambda _payload: self.wake())
+            self.wake()  # anything committed while we were not listening
+        except Exception as exc:
+            log.warning("change_listener_unavailable", error=type(exc).__name__)
+
+    async def _close_listener(self) -> None:
+        conn, self._listen_conn = self._listen_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), timeout=1)

@@ -1,0 +1,107 @@
+"""Revisions and the change log: every write appends here in its own transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from orchestrator.db import Database, Transaction
+
+Collection = Literal["jobs", "tasks", "users"]
+Op = Literal["create", "update", "delete"]
+COLLECTIONS: tuple[Collection, ...] = ("jobs", "tasks", "users")
+NOTIFY_CHANNEL = "orch_changes"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    revision: int
+    collection: Collection
+    op: Op
+    resource_id: str
+    data: str | None  # canonical JSON of the resource after the change; None for deletes
+
+
+async def record_change(
+    tx: Transaction,
+    *,
+    dialect: str,
+    collection: Collection,
+    op: Op,
+    resource_id: str,
+    data: bytes | None,
+) -> int:
+    """Take the next revision and append the change; returns the revision.
+
+    Call it last in the transaction: the counter row stays locked until commit, which is
+    what makes revisions visible in commit order, so the shorter the hold the better.
+    """
+    assert collection in COLLECTIONS
+    row = await tx.fetch_one(
+        f"UPDATE revision_counter SET revision = revision + 1, {collection} = revision + 1 "
+        "WHERE id = 1 RETURNING revision"
+    )
+    assert row is not None
+    revision = int(row["revision"])
+    await tx.execute(
+        "INSERT INTO changes (revision, collection, op, resource_id, data, created_at) "
+        "VALUES (:revision, :collection, :op, :resource_id, :data, :created_at)",
+        {
+            "revision": revision,
+            "collection": collection,
+            "op": op,
+            "resource_id": resource_id,
+            "data": data.decode() if data is not None else None,
+            "created_at": datetime.now(UTC),
+        },
+    )
+    if dialect == "postgresql":
+        # Delivered at commit; carries only the revision, readers fetch the log themselves.
+        await tx.execute(
+            "SELECT pg_notify(:channel, :payload)",
+            {"channel": NOTIFY_CHANNEL, "payload": str(revision)},
+        )
+    return revision
+
+
+async def collection_revision(db: Database, collection: Collection) -> int:
+    """The revision of the last change to `collection` (0 when it never changed)."""
+    assert collection in COLLECTIONS
+    row = await db.fetch_one(f"SELECT {collection} AS rev FROM revision_counter WHERE id = 1")
+    return int(row["rev"]) if row else 0
+
+
+async def latest_revision(db: Database) -> int:
+    row = await db.fetch_one("SELECT revision FROM revision_counter WHERE id = 1")
+    return int(row["revision"]) if row else 0
+
+
+async def changes_after(db: Database, *, revision: int, limit: int = 1000) -> list[Change]:
+    """Changes with a revision above `revision`, oldest first."""
+    rows = await db.fetch_all(
+        "SELECT revision, collection, op, resource_id, data FROM changes "
+        "WHERE revision > :revision ORDER BY revision LIMIT :limit",
+        {"revision": revision, "limit": limit},
+    )
+    return [
+        Change(int(r["revision"]), r["collection"], r["op"], r["resource_id"], r["data"])
+        for r in rows
+    ]
+
+
+async def oldest_retained_revision(db: Database) -> int | None:
+    row = await db.fetch_one("SELECT min(revision) AS rev FROM changes")
+    return int(row["rev"]) if row and row["rev"] is not None else None
+
+
+async def prune_changes(db: Database, *, older_than: timedelta) -> int:
+    """Drop log rows past the retention window; always keeps the newest row."""
+    cutoff = datetime.now(UTC) - older_than
+    async with db.transaction() as tx:
+        pruned: int = await tx.execute(
+            "DELETE FROM changes WHERE created_at < :cutoff "
+            "AND revision < (SELECT max(revision) FROM changes)",
+            {"cutoff": cutoff},
+        )
+    return pruned

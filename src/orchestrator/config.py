@@ -1,0 +1,127 @@
+"""Settings: the one place that reads the environment."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+import structlog
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = structlog.get_logger(__name__)
+
+# Secrets that appear in tutorials and templates; production refuses them.
+KNOWN_DEFAULT_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "changethis",
+        "secret",
+        "secret-key",
+        "your-secret-key",
+        "your-secret-key-here",
+        "supersecret",
+        "dev-secret",
+        "development-secret-key-change-in-production-0000",
+        "insecure-dev-secret-key-do-not-use-in-production",
+    }
+)
+MIN_SECRET_BYTES = 32
+SECRET_FILE = "secret_key"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, read from `ORCH_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore", frozen=True)
+
+    environment: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    secret_key: SecretStr | None = None
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "orchestrator"
+    jwt_audience: str = "orchestrator-api"
+    jwt_leeway_seconds: int = Field(default=10, ge=0, le=30)
+    token_lifetime_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
+    orch_id: str = Field(default="main", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    admin_password: SecretStr | None = None
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    change_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    change_retention_hours: float = Field(default=24.0, gt=0)
+    db_timeout_seconds: float = Field(default=1.5, gt=0, le=60)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        secret = self.secret_key.get_secret_value() if self.secret_key else ""
+        if not secret:
+            raise ValueError("ORCH_SECRET_KEY is required in production")
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"ORCH_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes")
+        if secret.lower() in KNOWN_DEFAULT_SECRETS:
+            raise ValueError("ORCH_SECRET_KEY is a known default; generate a random one")
+        if "*" in self.cors_origins and self.cors_allow_credentials:
+            raise ValueError("a wildcard CORS origin cannot be combined with credentials")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'orchestrator.db').resolve()}"
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment != "production"
+
+
+def load_secret_key(settings: Settings) -> str:
+    """The signing key: configured, or (outside production) generated once and kept on disk."""
+    if settings.secret_key is not None and settings.secret_key.get_secret_value():
+        return settings.secret_key.get_secret_value()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / SECRET_FILE
+    if path.exists():
+        return path.read_text().strip()
+    # Write aside and link into place, so that concurrent first starts agree on one key.
+    tmp = path.with_name(f".{SECRET_FILE}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48))
+    try:
+        os.link(tmp, path)
+        log.warning(
+            "generated_secret_key", path=str(path), hint="set ORCH_SECRET_KEY in production"
+        )
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()

@@ -1,0 +1,42 @@
+"""Liveness (`/health`, no database) and readiness (`/healthz`, a real round trip)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from orchestrator.auth.deps import services_of
+from orchestrator.errors import error_response
+
+router = APIRouter(tags=["health"])
+
+_HEALTHY = b'{"status":"healthy"}'
+_OK = b'{"status":"ok"}'
+
+
+async def health() -> Response:
+    return Response(_HEALTHY, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def healthz(request: Request) -> Response:
+    try:
+        await services_of(request).db.ping()
+    except Exception:
+        return error_response(request.scope, 500, "Database unavailable")
+    return Response(_OK, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+for _prefix in ("", "/api/v1"):
+    router.add_api_route(
+        f"{_prefix}/health",
+        health,
+        methods=["GET", "HEAD"],
+        summary="Liveness; touches no database",
+    )
+    router.add_api_route(
+        f"{_prefix}/healthz",
+        healthz,
+        methods=["GET", "HEAD"],
+        summary="Readiness: a database round trip",
+        responses={500: {"description": "Database unavailable"}},
+    )

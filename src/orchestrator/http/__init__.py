@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every route: bodies, ETags, conditional requests, middleware."""

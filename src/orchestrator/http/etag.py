@@ -1,0 +1,68 @@
+"""Canonical JSON bodies, their ETags, and RFC 9110 conditional requests."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from orchestrator.errors import PreconditionFailed, PreconditionRequired
+
+# Longer header values are not tags we ever issued; treat them as matching nothing.
+MAX_CONDITION_HEADER = 8 * 1024
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, compact, UTF-8: the exact bytes we send and hash."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def etag_for(body: bytes) -> str:
+    """The strong ETag of a body: its SHA-256, quoted."""
+    return f'"{hashlib.sha256(body).hexdigest()}"'
+
+
+def _parse_tags(header: str) -> tuple[bool, list[tuple[bool, str]]]:
+    """(`*` given, [(weak, opaque-tag)]) from an If-Match / If-None-Match value."""
+    if len(header) > MAX_CONDITION_HEADER:
+        return False, []
+    if header.strip() == "*":
+        return True, []
+    tags: list[tuple[bool, str]] = []
+    for raw in header.split(","):
+        item = raw.strip()
+        weak = item.startswith("W/")
+        if weak:
+            item = item[2:]
+        if len(item) >= 2 and item[0] == '"' and item[-1] == '"':
+            tags.append((weak, item))
+    return False, tags
+
+
+def none_match(header: str | None, etag: str) -> bool:
+    """True when `If-None-Match` matches `etag` (weak comparison): answer 304."""
+    if header is None:
+        return False
+    star, tags = _parse_tags(header)
+    return star or any(tag == etag for _weak, tag in tags)
+
+
+def require_match(header: str | None, current_etag: str) -> None:
+    """Enforce `If-Match` with strong comparison before a write."""
+    if header is None:
+        raise PreconditionRequired()
+    star, tags = _parse_tags(header)
+    if star or any(not weak and tag == current_etag for weak, tag in tags):
+        return
+    raise PreconditionFailed(
+        "The resource has changed; fetch it again", headers={"ETag": current_etag}
+    )
+
+
+def if_match_version(header: str | None) -> tuple[bool, list[str]]:
+    """(`*` given, strong tags) of an `If-Match`, for writes checked by the database."""
+    if header is None:
+        raise PreconditionRequired()
+    star, tags = _parse_tags(header)
+    return star, [tag for weak, tag in tags if not weak]

@@ -1,0 +1,23 @@
+"""The per-process objects that routes and background tasks share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from orchestrator.auth.passwords import Passwords
+from orchestrator.auth.tokens import TokenService
+from orchestrator.auth.users import UserDirectory
+from orchestrator.changes.feed import ChangeFeed
+from orchestrator.config import Settings
+from orchestrator.db import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    tokens: TokenService
+    passwords: Passwords
+    users: UserDirectory
+    feed: ChangeFeed
+    extras: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,23 @@
+"""UTC timestamps with an explicit offset, the same from both backends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def as_utc(value: datetime | str) -> datetime:
+    """A timezone-aware UTC datetime from a driver value (SQLite gives ISO text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def iso(value: datetime) -> str:
+    """`2025-01-14T10:00:00.000000+00:00`: microseconds and offset, always."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
