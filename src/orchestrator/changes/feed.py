@@ -33,6 +33,7 @@ class ChangeFeed:
         self._advanced = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._listen_conn: Any = None
+        self._stopping = False
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -51,10 +52,12 @@ class ChangeFeed:
         self._task = asyncio.create_task(self._run(), name="change-feed")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Cancel until it ends: on 3.11 a cancel can be swallowed inside asyncio.wait_for.
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=1)
             self._task = None
         await self._close_listener()
 
@@ -70,11 +73,13 @@ class ChangeFeed:
         return True
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await self._ensure_listener()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self._drain()
             except DatabaseUnavailable:

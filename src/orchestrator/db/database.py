@@ -323,7 +323,11 @@ class PostgresDatabase:
         conn: asyncpg.Connection[Any] = await asyncio.wait_for(
             asyncpg.connect(self.dsn), timeout=self.timeout
         )
-        await conn.add_listener(channel, lambda _c, _pid, _ch, payload: callback(payload))
+        try:
+            await conn.add_listener(channel, lambda _c, _pid, _ch, payload: callback(payload))
+        except BaseException:
+            conn.terminate()
+            raise
         return conn
 
     async def close(self) -> None:

@@ -1,0 +1,52 @@
+"""A job as stored and as shown: the columns we read and the JSON body built from them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+
+from orchestrator.db import Row
+from orchestrator.timestamps import as_utc, iso
+
+JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+# Every column a job body needs, in one place for every query that returns jobs.
+JOB_COLUMNS = (
+    "id, title, description, status, created_by, version, queue, payload, priority, "
+    "max_attempts, attempts, result, error, cancel_requested, started_at, finished_at, "
+    "created_at, updated_at"
+)
+
+
+def _json(value: str | None) -> Any:
+    return orjson.loads(value) if value is not None else None
+
+
+def _ts(value: Any) -> str | None:
+    return iso(as_utc(value)) if value is not None else None
+
+
+def job_body(row: Row) -> dict[str, Any]:
+    """The job as clients see it: the contract's `id`, `name`, `status`, then the rest."""
+    return {
+        "id": row["id"],
+        "name": row["title"],
+        "status": row["status"],
+        "description": row["description"],
+        "created_by": row["created_by"],
+        "version": int(row["version"]),
+        "queue": row["queue"],
+        "payload": _json(row["payload"]),
+        "priority": int(row["priority"]),
+        "max_attempts": int(row["max_attempts"]),
+        "attempts": int(row["attempts"]),
+        "result": _json(row["result"]),
+        "error": row["error"],
+        "cancel_requested": bool(row["cancel_requested"]),
+        "started_at": _ts(row["started_at"]),
+        "finished_at": _ts(row["finished_at"]),
+        "created_at": _ts(row["created_at"]),
+        "updated_at": _ts(row["updated_at"]),
+    }

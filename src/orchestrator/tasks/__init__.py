@@ -1,0 +1,1 @@
+"""Collaboration tasks: schemas, queries, routes."""
