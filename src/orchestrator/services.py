@@ -10,6 +10,7 @@ from orchestrator.auth.users import UserDirectory
 from orchestrator.changes.feed import ChangeFeed
 from orchestrator.config import Settings
 from orchestrator.db import Database
+from orchestrator.observability.metrics import Metrics
 
 
 @dataclass
@@ -20,4 +21,5 @@ class Services:
     passwords: Passwords
     users: UserDirectory
     feed: ChangeFeed
+    metrics: Metrics = field(default_factory=Metrics)
     extras: dict[str, object] = field(default_factory=dict)

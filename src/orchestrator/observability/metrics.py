@@ -1,0 +1,44 @@
+"""Prometheus metrics, one registry per app so that several apps can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "orch_http_requests_total",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "orch_http_request_duration_seconds",
+            "HTTP request latency by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "orch_http_requests_in_flight", "HTTP requests being served.", registry=self.registry
+        )
+        self.websockets = Gauge(
+            "orch_websocket_connections", "Open WebSocket connections.", registry=self.registry
+        )
+        self.feed_lag = Gauge(
+            "orch_change_feed_lag_revisions",
+            "Latest committed revision minus the revision this process has delivered.",
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "orch_rate_limited_total",
+            "Requests refused by a rate limit.",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.failed_logins = Counter(
+            "orch_failed_logins_total",
+            "Logins refused for wrong credentials.",
+            registry=self.registry,
+        )
