@@ -7,7 +7,7 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.users import (
@@ -25,6 +25,20 @@ from orchestrator.db.migrate import upgrade
 from orchestrator.errors import ApiError
 
 T = TypeVar("T")
+
+# How `serve` runs uvicorn (the benchmark's reference app uses the same). uvloop and httptools
+# come with uvicorn[standard]; naming them makes a missing one fail loudly instead of silently
+# falling back to the slower asyncio loop and h11 parser.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "access_log": False,
+    "server_header": False,
+    "log_config": None,
+    "ws_max_size": 64 * 1024,
+    "timeout_graceful_shutdown": 10,
+    "proxy_headers": False,
+}
 
 
 def _settings() -> Settings:
@@ -67,12 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         create_app(settings),
         host=args.host or settings.host,
         port=args.port if args.port is not None else settings.port,
-        access_log=False,
-        server_header=False,
-        log_config=None,
-        ws_max_size=64 * 1024,
-        timeout_graceful_shutdown=10,
-        proxy_headers=False,
+        **UVICORN_OPTIONS,
     )
 
 
