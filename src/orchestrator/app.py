@@ -67,6 +67,9 @@ def create_app(settings: Settings) -> FastAPI:
         description="Coordination hub: jobs, collaboration tasks, a live change feed, workers.",
         lifespan=lifespan,
         redirect_slashes=False,
+        # We export Prometheus metrics and JSON logs ourselves; FastAPI's OpenTelemetry hooks
+        # would otherwise look up the global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
 
