@@ -98,6 +98,11 @@ class Server:
                 figures[key] = int(value.split()[0])
         return figures["VmRSS"], figures["VmHWM"]
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def loaded(self, *needles: str) -> dict[str, bool]:
         """Whether each of `needles` names a shared object mapped into the process."""
         maps = Path(f"/proc/{self.pid}/maps").read_text()

@@ -1,0 +1,54 @@
+"""The benchmark cannot rot: its smoke mode (one round, 1 s per scenario) prints every row.
+
+It never asserts on speed: CI machines are shared and noisy, and speed is read from the table.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = (
+    "raw ASGI reference",
+    "GET /health",
+    "GET /api/v1/jobs/{id}",
+    "304 task list, 10 tasks",
+    "304 task list, 1,000 tasks",
+    "304 task list, 10,000 tasks",
+    "200 task list, 1,000 tasks",
+    "POST /api/v1/collab/tasks",
+    "WebSocket fan-out, 1,000 subscribers",
+)
+NUMBER = r"[\d,]+(?:\.\d+)?"
+
+
+def test_smoke_run_prints_a_row_with_figures_for_every_scenario() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/run.py", "--smoke"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=80,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in done.stdout.splitlines()
+        if line.startswith("| ")
+    }
+    for name in SCENARIOS:
+        row = next((line for key, line in rows.items() if key.startswith(name)), None)
+        assert row is not None, f"no row for {name!r} in:\n{done.stdout}"
+        # p50 and p99 are figures for every scenario, never blanks or NaN
+        cells = [cell.strip() for cell in row.split("|")[1:-1]]
+        assert re.fullmatch(NUMBER, cells[2]), row
+        assert re.fullmatch(NUMBER, cells[3]), row
+    assert "Peak RSS of the service during the WebSocket scenario" in done.stdout
