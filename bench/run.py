@@ -31,9 +31,8 @@ import asyncpg
 import httpx
 
 from bench import servers, wrk
+from bench.seed import seed_tasks
 from bench.ws_fanout import FanoutResult, run_fanout
-
-SEED_CONCURRENCY = 16
 
 
 @dataclass
@@ -72,25 +71,6 @@ def _login(base_url: str) -> str:
     response.raise_for_status()
     token: str = response.json()["access_token"]
     return token
-
-
-async def _seed_tasks(base_url: str, headers: Mapping[str, str], count: int) -> None:
-    """Create `count` tasks over HTTP, a few at a time, as clients would."""
-    limits = httpx.Limits(max_connections=SEED_CONCURRENCY)
-    async with httpx.AsyncClient(
-        base_url=base_url, headers=dict(headers), limits=limits, timeout=30
-    ) as client:
-        queue = iter(range(count))
-
-        async def worker() -> None:
-            for i in queue:
-                response = await client.post(
-                    "/api/v1/collab/tasks",
-                    json={"title": f"task {i}", "description": f"seeded task number {i}"},
-                )
-                response.raise_for_status()
-
-        await asyncio.gather(*(worker() for _ in range(SEED_CONCURRENCY)))
 
 
 def _etag(base_url: str, path: str, headers: Mapping[str, str]) -> str:
@@ -242,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     services = {name: servers.service(workdir, name, database_url=db_url(name)) for name in names}
     started: list[servers.Server] = []
     try:
+        seeding = time.monotonic()
+        for name, count in LIST_SIZES.items():
+            if name in services:
+                url = db_url(name) or f"sqlite:///{services[name].cwd / 'orchestrator.db'}"
+                seed_tasks(url, count)
+        print(f"seeded the task lists in {time.monotonic() - seeding:.1f} s", flush=True)
         for server in (ref, *services.values()):
             server.launch()
             started.append(server)
@@ -272,13 +258,6 @@ def _scenarios(
 
     def auth(name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {tokens[name]}"}
-
-    started = time.monotonic()
-    for name, count in LIST_SIZES.items():
-        if name in services:
-            print(f"seeding {count:,} tasks", flush=True)
-            asyncio.run(_seed_tasks(services[name].url, auth(name), count))
-    print(f"seeded in {time.monotonic() - started:.1f} s", flush=True)
 
     def conditional(name: str) -> wrk.Request:
         etag = _etag(services[name].url, TASKS_PATH, auth(name))
