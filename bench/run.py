@@ -32,7 +32,7 @@ import httpx
 
 from bench import servers, wrk
 from bench.seed import seed_tasks
-from bench.ws_fanout import FanoutResult, run_fanout
+from bench.ws_clients import FanoutResult, run_fanout
 
 
 @dataclass

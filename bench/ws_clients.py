@@ -1,6 +1,6 @@
 """WebSocket fan-out: N subscribers to `tasks`, one task created at a time, commit-to-receipt.
 
-The subscribers are spread over a few child processes (`python -m bench.ws_fanout ...`), each an
+The subscribers are spread over a few child processes (`python -m bench.ws_clients ...`), each an
 asyncio client on the `websockets` library, so one Python loop's parsing does not dominate the
 figure. Every receipt is stamped with `time.monotonic()` (one system-wide clock on Linux) and
 compared with the moment the parent sent the POST that made the change: an upper bound of the
@@ -107,7 +107,7 @@ def run_fanout(
             [
                 sys.executable,
                 "-m",
-                "bench.ws_fanout",
+                "bench.ws_clients",
                 "--url",
                 ws_url,
                 "--count",
