@@ -219,7 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         return f"{args.postgres.rpartition('/')[0]}/{pg_names[name]}"
 
     ref = servers.reference(workdir)
-    services = {name: servers.service(workdir, name, database_url=db_url(name)) for name in names}
+    # All subscribers share one account, so the per-account WebSocket cap must admit them.
+    ws_env = {"ORCH_WS_MAX_CONNECTIONS_PER_USER": str(args.subscribers + 10)}
+    services = {
+        name: servers.service(
+            workdir, name, database_url=db_url(name), extra_env=ws_env if name == "ws" else None
+        )
+        for name in names
+    }
     started: list[servers.Server] = []
     try:
         seeding = time.monotonic()
@@ -363,7 +370,7 @@ def _run(
                     subscribers=args.subscribers,
                     changes=args.changes,
                     processes=args.ws_processes,
-                    gap_seconds=0.1,
+                    gap_seconds=0.5,
                 )
             )
     memory = services["ws"].memory_kib() if "ws" in groups else None

@@ -119,7 +119,9 @@ def reference(workdir: Path) -> Server:
     )
 
 
-def service(workdir: Path, name: str, *, database_url: str | None) -> Server:
+def service(
+    workdir: Path, name: str, *, database_url: str | None, extra_env: dict[str, str] | None = None
+) -> Server:
     """The service as deployed: production mode, every middleware on, rate limits off."""
     data_dir = workdir / name
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +135,7 @@ def service(workdir: Path, name: str, *, database_url: str | None) -> Server:
     }
     if database_url:
         env["ORCH_DATABASE_URL"] = database_url
+    env.update(extra_env or {})
     return Server(
         name=name,
         command=[sys.executable, "-m", "orchestrator", "serve", "--host", "127.0.0.1"],

@@ -119,6 +119,7 @@ def run_fanout(
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             cwd=REPO,
         )
@@ -135,7 +136,9 @@ def run_fanout(
             assert child.stdout is not None
             line = child.stdout.readline()
             if line.strip() != "READY":
-                raise RuntimeError(f"a WebSocket client failed to subscribe: {line!r}")
+                assert child.stderr is not None
+                errors = child.stderr.read()
+                raise RuntimeError(f"a WebSocket client failed to subscribe: {line!r} {errors}")
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=base_url, headers=headers, timeout=10) as http:
             for i in range(changes):
@@ -143,10 +146,14 @@ def run_fanout(
                 response = http.post("/api/v1/collab/tasks", json={"title": f"fan-out {i}"})
                 response.raise_for_status()
                 sent[response.json()["id"]] = started
-                time.sleep(gap_seconds)  # let one fan-out finish before the next change
+                time.sleep(gap_seconds)  # one change at a time: each fan-out is timed on its own
         latencies: list[float] = []
         for child in children:
-            out, _ = child.communicate(timeout=timeout + 30)
+            assert child.stdout is not None
+            assert child.stderr is not None
+            out = child.stdout.read()
+            child.stderr.read()
+            child.wait(timeout)
             for line in out.splitlines():
                 if line.startswith("RESULT "):
                     for task_id, stamps in json.loads(line[7:]).items():
