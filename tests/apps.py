@@ -31,9 +31,7 @@ def services_of(app: FastAPI) -> Services:
     return services
 
 
-def client_for(
-    app: FastAPI, client: tuple[str, int] = ("127.0.0.1", 50000)
-) -> httpx.AsyncClient:
+def client_for(app: FastAPI, client: tuple[str, int] = ("127.0.0.1", 50000)) -> httpx.AsyncClient:
     """A client that reaches `app` from the address `client`."""
     transport = httpx.ASGITransport(app=app, client=client)
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")

@@ -16,7 +16,10 @@ PREFLIGHT = {
 
 
 async def test_allowed_origin_is_echoed_and_others_are_not(tmp_path: Path) -> None:
-    overrides = {"cors_origins": f"{ALLOWED}, https://other.example", "cors_allow_credentials": True}
+    overrides = {
+        "cors_origins": f"{ALLOWED}, https://other.example",
+        "cors_allow_credentials": True,
+    }
     async with running_app(tmp_path, **overrides) as app, client_for(app) as client:
         response = await client.get("/health", headers={"Origin": ALLOWED})
         assert response.headers["access-control-allow-origin"] == ALLOWED
@@ -32,9 +35,7 @@ async def test_allowed_origin_is_echoed_and_others_are_not(tmp_path: Path) -> No
 
 async def test_preflight_from_allowed_origin(tmp_path: Path) -> None:
     async with running_app(tmp_path, cors_origins=ALLOWED) as app, client_for(app) as client:
-        response = await client.options(
-            "/api/v1/jobs", headers={"Origin": ALLOWED, **PREFLIGHT}
-        )
+        response = await client.options("/api/v1/jobs", headers={"Origin": ALLOWED, **PREFLIGHT})
         assert response.status_code == 200
         assert response.headers["access-control-allow-origin"] == ALLOWED
         assert "POST" in response.headers["access-control-allow-methods"]

@@ -46,7 +46,10 @@ async def test_metrics_move_with_traffic(tmp_path: Path) -> None:
         assert value(after, requests, **login) == 1
         unmatched = {"route": "<unmatched>", "method": "GET", "status": "429"}
         assert value(after, requests, **unmatched) == 1
-        assert value(after, "orch_failed_logins_total") == value(before, "orch_failed_logins_total") + 1
+        assert (
+            value(after, "orch_failed_logins_total")
+            == value(before, "orch_failed_logins_total") + 1
+        )
         assert value(after, "orch_rate_limited_total", policy="reads") == 1
         # the scrape itself is in flight while it is answered
         assert value(after, "orch_http_requests_in_flight") == 1
