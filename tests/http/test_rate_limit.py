@@ -61,13 +61,13 @@ async def test_login_allows_five_attempts_per_username_and_ip(tmp_path: Path) ->
 
 
 async def test_login_allows_twenty_attempts_per_ip(tmp_path: Path) -> None:
-    async with running_app(tmp_path, **LIMITED, rate_limit_login_ip="4/minute") as app:
-        async with client_for(app) as client:
-            for n in range(4):
-                body = {"username": f"user{n}", "password": "whatever-password"}
-                assert (await client.post("/auth/login", json=body)).status_code == 401
-            body = {"username": "admin", "password": ADMIN_PASSWORD}
-            assert_refused(await client.post("/auth/login", json=body), "login_ip", 4)
+    limited_app = running_app(tmp_path, **LIMITED, rate_limit_login_ip="4/minute")
+    async with limited_app as app, client_for(app) as client:
+        for n in range(4):
+            body = {"username": f"user{n}", "password": "whatever-password"}
+            assert (await client.post("/auth/login", json=body)).status_code == 401
+        body = {"username": "admin", "password": ADMIN_PASSWORD}
+        assert_refused(await client.post("/auth/login", json=body), "login_ip", 4)
 
 
 async def test_reads_and_writes_are_counted_per_verified_user(tmp_path: Path) -> None:
@@ -101,31 +101,31 @@ def forged(sub: str) -> str:
 
 
 async def test_forged_tokens_count_against_the_client_address(tmp_path: Path) -> None:
-    async with running_app(tmp_path, **LIMITED, rate_limit_reads="3/minute") as app:
-        async with client_for(app) as client:
-            # a fresh made-up subject each time would be a fresh budget if claims were trusted
-            for n in range(3):
-                headers = {"Authorization": f"Bearer {forged(f'mallory{n}')}"}
-                assert (await client.get("/api/v1/nothing", headers=headers)).status_code == 404
-            headers = {"Authorization": f"Bearer {forged('mallory-again')}"}
-            assert_refused(await client.get("/api/v1/nothing", headers=headers), "reads", 3)
-            unsigned = jwt.encode({"sub": "admin"}, None, algorithm="none")
-            response = await client.get("/api/v1/nothing", headers={"Authorization": unsigned})
-            assert response.status_code == 429
-            # forging the admin's name did not spend the admin's budget
-            admin = {"Authorization": f"Bearer {services_of(app).tokens.issue('admin')}"}
-            for _ in range(3):
-                assert (await client.get("/api/v1/nothing", headers=admin)).status_code == 404
+    limited_app = running_app(tmp_path, **LIMITED, rate_limit_reads="3/minute")
+    async with limited_app as app, client_for(app) as client:
+        # a fresh made-up subject each time would be a fresh budget if claims were trusted
+        for n in range(3):
+            headers = {"Authorization": f"Bearer {forged(f'mallory{n}')}"}
+            assert (await client.get("/api/v1/nothing", headers=headers)).status_code == 404
+        headers = {"Authorization": f"Bearer {forged('mallory-again')}"}
+        assert_refused(await client.get("/api/v1/nothing", headers=headers), "reads", 3)
+        unsigned = jwt.encode({"sub": "admin"}, None, algorithm="none")
+        response = await client.get("/api/v1/nothing", headers={"Authorization": unsigned})
+        assert response.status_code == 429
+        # forging the admin's name did not spend the admin's budget
+        admin = {"Authorization": f"Bearer {services_of(app).tokens.issue('admin')}"}
+        for _ in range(3):
+            assert (await client.get("/api/v1/nothing", headers=admin)).status_code == 404
 
 
 async def test_spoofed_forwarded_for_is_ignored_without_trusted_proxies(tmp_path: Path) -> None:
-    async with running_app(tmp_path, **LIMITED, rate_limit_reads="3/minute") as app:
-        async with client_for(app) as client:
-            for n in range(3):
-                headers = {"X-Forwarded-For": f"203.0.113.{n}"}
-                assert (await client.get("/api/v1/nothing", headers=headers)).status_code == 404
-            headers = {"X-Forwarded-For": "203.0.113.200"}
-            assert_refused(await client.get("/api/v1/nothing", headers=headers), "reads", 3)
+    limited_app = running_app(tmp_path, **LIMITED, rate_limit_reads="3/minute")
+    async with limited_app as app, client_for(app) as client:
+        for n in range(3):
+            headers = {"X-Forwarded-For": f"203.0.113.{n}"}
+            assert (await client.get("/api/v1/nothing", headers=headers)).status_code == 404
+        headers = {"X-Forwarded-For": "203.0.113.200"}
+        assert_refused(await client.get("/api/v1/nothing", headers=headers), "reads", 3)
 
 
 async def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path: Path) -> None:
@@ -151,12 +151,12 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path: Pat
 
 async def test_disabled_rate_limits_never_refuse(tmp_path: Path) -> None:
     overrides = {"rate_limit_reads": "1/minute", "rate_limit_login": "1/minute"}
-    async with running_app(tmp_path, rate_limit_enabled=False, **overrides) as app:
-        async with client_for(app) as client:
-            for _ in range(3):
-                assert (await client.get("/api/v1/nothing")).status_code == 404
-                body = {"username": "nobody", "password": "whatever-password"}
-                assert (await client.post("/auth/login", json=body)).status_code == 401
+    limited_app = running_app(tmp_path, rate_limit_enabled=False, **overrides)
+    async with limited_app as app, client_for(app) as client:
+        for _ in range(3):
+            assert (await client.get("/api/v1/nothing")).status_code == 404
+            body = {"username": "nobody", "password": "whatever-password"}
+            assert (await client.post("/auth/login", json=body)).status_code == 401
 
 
 async def test_refusals_are_readable_by_allowed_origins(tmp_path: Path) -> None:

@@ -68,42 +68,42 @@ async def test_redis_outage_degrades_to_local_limits(tmp_path: Path, redis_prefi
     url = f"redis://127.0.0.1:{proxy.port}{target.path}"
     overrides = {"rate_limit_reads": "4/minute", "redis_url": url, "redis_key_prefix": redis_prefix}
     try:
-        async with running_app(tmp_path, rate_limit_enabled=True, **overrides) as app:
-            async with client_for(app) as client:
-                for _ in range(2):
-                    assert (await client.get("/api/v1/nothing")).status_code == 404
-                direct = redis.asyncio.from_url(REDIS_URL)
-                try:
-                    assert [key async for key in direct.scan_iter(match=f"*{redis_prefix}*")]
-                finally:
-                    await direct.aclose()
+        limited_app = running_app(tmp_path, rate_limit_enabled=True, **overrides)
+        async with limited_app as app, client_for(app) as client:
+            for _ in range(2):
+                assert (await client.get("/api/v1/nothing")).status_code == 404
+            direct = redis.asyncio.from_url(REDIS_URL)
+            try:
+                assert [key async for key in direct.scan_iter(match=f"*{redis_prefix}*")]
+            finally:
+                await direct.aclose()
 
-                await proxy.cut()
-                with capture_logs() as logs:
-                    statuses = [(await client.get("/api/v1/nothing")).status_code for _ in range(6)]
-                # local counting starts afresh: four more pass, then the limit holds
-                assert statuses == [404] * 4 + [429] * 2
-                warnings = [e for e in logs if e["event"] == "rate_limit_storage_unavailable"]
-                assert len(warnings) == 1
-                assert warnings[0]["log_level"] == "warning"
+            await proxy.cut()
+            with capture_logs() as logs:
+                statuses = [(await client.get("/api/v1/nothing")).status_code for _ in range(6)]
+            # local counting starts afresh: four more pass, then the limit holds
+            assert statuses == [404] * 4 + [429] * 2
+            warnings = [e for e in logs if e["event"] == "rate_limit_storage_unavailable"]
+            assert len(warnings) == 1
+            assert warnings[0]["log_level"] == "warning"
+            scraped = (await client.get("/metrics")).text
+            assert metric(scraped, "orch_rate_limit_storage_degraded") == 1
+            assert metric(scraped, "orch_rate_limit_storage_fallbacks_total") >= 1
+
+            # Redis comes back: shared counting resumes after the cool-down
+            await proxy.start()
+            deadline = time.monotonic() + 10
+            n = 0
+            while time.monotonic() < deadline:
+                n += 1
+                async with client_for(app, (f"192.0.2.{n}", 1000)) as other:
+                    assert (await other.get("/api/v1/nothing")).status_code == 404
                 scraped = (await client.get("/metrics")).text
-                assert metric(scraped, "orch_rate_limit_storage_degraded") == 1
-                assert metric(scraped, "orch_rate_limit_storage_fallbacks_total") >= 1
-
-                # Redis comes back: shared counting resumes after the cool-down
-                await proxy.start()
-                deadline = time.monotonic() + 10
-                n = 0
-                while time.monotonic() < deadline:
-                    n += 1
-                    async with client_for(app, (f"192.0.2.{n}", 1000)) as other:
-                        assert (await other.get("/api/v1/nothing")).status_code == 404
-                    scraped = (await client.get("/metrics")).text
-                    if metric(scraped, "orch_rate_limit_storage_degraded") == 0:
-                        break
-                    await asyncio.sleep(0.2)
-                else:
-                    raise AssertionError("rate limits never went back to Redis")
+                if metric(scraped, "orch_rate_limit_storage_degraded") == 0:
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise AssertionError("rate limits never went back to Redis")
     finally:
         await proxy.cut()
 
@@ -186,6 +186,9 @@ async def handshake(url: str) -> int:
         async with connect(url, open_timeout=5):
             return 101
     except InvalidStatus as exc:
-        if exc.response.status_code == 429:
-            assert int(exc.response.headers["Retry-After"]) >= 1
-        return exc.response.status_code
+        status: int = exc.response.status_code
+        retry_after = exc.response.headers.get("Retry-After")
+    if status == 429:
+        assert retry_after is not None
+        assert int(retry_after) >= 1
+    return status

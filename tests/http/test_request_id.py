@@ -24,7 +24,7 @@ async def test_request_ids_are_kept_when_safe_and_replaced_otherwise(tmp_path: P
         assert response.json()["error"]["request_id"] == rid
 
         for unsafe in UNSAFE:
-            response = await client.get("/nowhere", headers={"X-Request-ID": unsafe})
+            response = await client.get("/nowhere", headers={b"X-Request-ID": unsafe})
             echoed = response.headers["x-request-id"]
             assert re.fullmatch(r"[0-9a-f]{32}", echoed), unsafe
             assert response.json()["error"]["request_id"] == echoed
