@@ -250,12 +250,13 @@ class RateLimitMiddleware:
         else:
             policy = "reads" if scope["method"] in READ_METHODS else "writes"
         key = limits.key_of(scope)
+        if key.startswith("user:"):
+            # verified already: the access line can name the user even if no route does
+            scope.setdefault("state", {}).setdefault("user", key.removeprefix("user:"))
         refusal = await limits.hit(policy, key)
         if refusal is None:
             await self.app(scope, receive, send)
             return
-        if key.startswith("user:"):
-            scope.setdefault("state", {}).setdefault("user", key.removeprefix("user:"))
         if scope["type"] == "http":
             await _refusal_response(scope, refusal)(scope, receive, send)
         else:

@@ -147,6 +147,8 @@ def configure_logging(settings: Settings) -> None:
         handler.addFilter(_NoWebSocketRequestLines())
         root.addHandler(handler)
     root.setLevel(level)
+    # aiosqlite's debug lines repeat every statement with its bound values (password hashes)
+    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
     # uvicorn's access log prints raw request lines (including ?token=); ours replaces it.
     logging.getLogger("uvicorn.access").handlers.clear()
     logging.getLogger("uvicorn.access").propagate = False
