@@ -23,11 +23,13 @@ from orchestrator.http.cors import Cors
 from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
+from orchestrator.jobs.routes import router as jobs_router
 from orchestrator.observability.access_log import AccessLogMiddleware
 from orchestrator.observability.logging import protect_secret
 from orchestrator.observability.routes import router as metrics_router
 from orchestrator.observability.routes import test_router as test_fault_router
 from orchestrator.services import Services
+from orchestrator.tasks.routes import router as tasks_router
 
 API_PREFIX = "/api/v1"
 
@@ -83,6 +85,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health_router)
     app.include_router(auth_router)
+    app.include_router(jobs_router)
+    app.include_router(tasks_router)
     app.include_router(metrics_router)
     if settings.environment == "test":
         app.include_router(test_fault_router)
