@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from orchestrator.auth.deps import services_of
 from orchestrator.errors import error_response
@@ -18,7 +19,12 @@ async def health() -> Response:
     return Response(_HEALTHY, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-async def _fast_health(_request: Request) -> Response:
+_FAST_ROUTES: dict[str, BaseRoute] = {}
+
+
+async def _fast_health(request: Request) -> Response:
+    # Plain Starlette routes do not record themselves; access lines and metrics read it.
+    request.scope["route"] = _FAST_ROUTES[request.scope["path"]]
     return await health()
 
 
@@ -38,6 +44,7 @@ for _prefix in ("", "/api/v1"):
     router.add_route(
         f"{_prefix}/health", _fast_health, methods=["GET", "HEAD"], include_in_schema=False
     )
+    _FAST_ROUTES[f"{_prefix}/health"] = router.routes[-1]
     router.add_api_route(
         f"{_prefix}/health",
         health,
