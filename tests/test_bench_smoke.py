@@ -5,6 +5,7 @@ It never asserts on speed: CI machines are shared and noisy, and speed is read f
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = (
@@ -24,8 +25,9 @@ SCENARIOS = (
     "304 task list, 10,000 tasks",
     "200 task list, 1,000 tasks",
     "POST /api/v1/collab/tasks",
-    "WebSocket fan-out, 1,000 subscribers",
+    "WebSocket fan-out",
 )
+WS_MODULE = "orchestrator.changes.ws"
 NUMBER = r"[\d,]+(?:\.\d+)?"
 
 
@@ -35,7 +37,7 @@ def test_smoke_run_prints_a_row_with_figures_for_every_scenario() -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=80,
+        timeout=120,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -47,8 +49,12 @@ def test_smoke_run_prints_a_row_with_figures_for_every_scenario() -> None:
     for name in SCENARIOS:
         row = next((line for key, line in rows.items() if key.startswith(name)), None)
         assert row is not None, f"no row for {name!r} in:\n{done.stdout}"
+        if name.startswith("WebSocket") and importlib.util.find_spec(WS_MODULE) is None:
+            assert "not measured" in row, row  # until the real-time work serves /ws
+            continue
         # p50 and p99 are figures for every scenario, never blanks or NaN
         cells = [cell.strip() for cell in row.split("|")[1:-1]]
         assert re.fullmatch(NUMBER, cells[2]), row
         assert re.fullmatch(NUMBER, cells[3]), row
-    assert "Peak RSS of the service during the WebSocket scenario" in done.stdout
+    if importlib.util.find_spec(WS_MODULE) is not None:
+        assert "Peak RSS of the service during the WebSocket scenario" in done.stdout
