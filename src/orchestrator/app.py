@@ -14,6 +14,8 @@ from orchestrator.auth.tokens import TokenService
 from orchestrator.auth.users import UserDirectory
 from orchestrator.bootstrap import ensure_admin
 from orchestrator.changes.feed import ChangeFeed
+from orchestrator.changes.realtime import realtime
+from orchestrator.changes.routes import router as changes_router
 from orchestrator.config import Settings, load_secret_key
 from orchestrator.db import open_database
 from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
@@ -56,7 +58,8 @@ def create_app(settings: Settings) -> FastAPI:
             await ensure_admin(services.db, settings, services.passwords)
             await services.passwords.warm_up()
             await services.feed.start()
-            yield
+            async with realtime(services):
+                yield
         finally:
             await services.feed.stop()
             await services.db.close()
@@ -72,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health_router)
     app.include_router(auth_router)
+    app.include_router(changes_router)
 
     # Outermost first: the request id must exist before anything logs or answers.
     app.add_middleware(UnhandledErrorMiddleware)
