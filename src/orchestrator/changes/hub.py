@@ -243,7 +243,7 @@ class Subscriber:
             self._process(change, None)
 
 
-@dataclass
+@dataclass(eq=False)
 class Session:
     """A live connection (WebSocket or SSE) of one user, for caps and revocation."""
 
