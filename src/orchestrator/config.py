@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # Real time: caps per process; a connection over a cap is closed with 1008.
     ws_max_connections_per_user: int = Field(default=20, ge=1)
     ws_max_messages_per_second: float = Field(default=20.0, gt=0)
-    ws_send_queue_frames: int = Field(default=1000, ge=1)
+    ws_send_queue_frames: int = Field(default=10_000, ge=1)
     change_prune_interval_seconds: float = Field(default=300.0, gt=0)
 
     @field_validator("cors_origins", mode="before")

@@ -121,7 +121,12 @@ async def stack(
 
 
 def ws_connect(
-    server: ServerProcess, token: str | None = None, *, header: bool = False, **kwargs: Any
+    server: ServerProcess,
+    token: str | None = None,
+    *,
+    header: bool = False,
+    compression: str | None = None,
+    **kwargs: Any,
 ) -> connect:
     url = f"{server.ws_url}/ws"
     headers = {}
@@ -133,14 +138,14 @@ def ws_connect(
         url,
         additional_headers=headers,
         proxy=None,
-        compression=None,
+        compression=compression,
         open_timeout=10,
         **kwargs,
     )
 
 
-async def recv_json(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
-    text = await asyncio.wait_for(ws.recv(), timeout)
+async def recv_json(ws: ClientConnection, within: float = 10.0) -> dict[str, Any]:
+    text = await asyncio.wait_for(ws.recv(), within)
     body = orjson.loads(text)
     assert isinstance(body, dict)
     return body
@@ -150,11 +155,11 @@ async def send_json(ws: ClientConnection, body: object) -> None:
     await ws.send(orjson.dumps(body).decode())
 
 
-async def close_code(ws: ClientConnection, timeout: float = 10.0) -> tuple[int | None, list[Any]]:
+async def close_code(ws: ClientConnection, within: float = 10.0) -> tuple[int | None, list[Any]]:
     """Wait for the server to close; returns the close code and any frames that came first."""
     frames: list[Any] = []
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 frames.append(orjson.loads(await ws.recv()))
     except ConnectionClosed as exc:
@@ -178,13 +183,13 @@ async def subscribe(
 
 
 async def collect_changes(
-    ws: ClientConnection, *, until_revision: int, timeout: float = 20.0
+    ws: ClientConnection, *, until_revision: int, within: float = 20.0
 ) -> list[dict[str, Any]]:
     """Change frames until one at or past `until_revision`."""
     changes: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         while True:
-            body = await recv_json(ws, timeout)
+            body = await recv_json(ws, within)
             assert body["type"] == "change", body
             changes.append(body)
             if body["revision"] >= until_revision:

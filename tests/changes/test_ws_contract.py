@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from datetime import timedelta
 
 import orjson
 import pytest
 
 from orchestrator.auth.users import set_disabled
 from orchestrator.changes.log import latest_revision, prune_changes
-from orchestrator.db import open_database
 from tests.changes.support import (
     Stack,
     close_code,
@@ -20,45 +18,11 @@ from tests.changes.support import (
     mint_token,
     recv_json,
     send_json,
-    server_env,
-    sqlite_url,
     subscribe,
     ws_connect,
 )
-from tests.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("ws")
-    proc = ServerProcess(
-        env=server_env(
-            root / "data",
-            ORCH_WS_MAX_CONNECTIONS_PER_USER="3",
-            ORCH_WS_MAX_MESSAGES_PER_SECOND="10",
-        ),
-        log_path=root / "server.log",
-    ).start()
-    yield proc
-    proc.stop()
-    unexpected = [
-        line
-        for line in proc.logs().splitlines()
-        if "Traceback" in line and "fault injected by a test" not in line
-    ]
-    assert unexpected == []
-
-
-@pytest.fixture
-async def stack(server: ServerProcess) -> AsyncIterator[Stack]:
-    data_dir = Path(server.env["ORCH_DATA_DIR"])
-    db = open_database(sqlite_url(data_dir), timeout=5)
-    try:
-        yield Stack(database_url=sqlite_url(data_dir), servers=[server], db=db)
-    finally:
-        await db.close()
 
 
 def username() -> str:
@@ -149,13 +113,7 @@ async def test_message_over_64_kib_closes_1009(stack: Stack, compression: str | 
         just_fits = {"pad": "x" * (64 * 1024 - 20)}
         await send_json(ws, just_fits)
         assert (await recv_json(ws))["data"] == just_fits
-    async with ws_connect(stack.server, token) as ws:
-        del ws
-    from websockets.asyncio.client import connect
-
-    async with connect(
-        f"{stack.server.ws_url}/ws?token={token}", proxy=None, compression=compression
-    ) as ws:
+    async with ws_connect(stack.server, token, compression=compression) as ws:
         await connected(ws)
         await ws.send(orjson.dumps({"pad": "y" * (64 * 1024)}).decode())
         code, frames = await close_code(ws)
@@ -180,7 +138,7 @@ async def test_token_expiry_closes_1008_at_expiry(stack: Stack) -> None:
         started = loop.time()
         await send_json(ws, {"before": "expiry"})
         assert (await recv_json(ws))["type"] == "message"
-        code, _ = await close_code(ws, timeout=10)
+        code, _ = await close_code(ws, within=10)
         elapsed = loop.time() - started
     assert code == 1008
     assert elapsed < 5
@@ -278,7 +236,7 @@ async def test_since_older_than_retention_gets_resync_required(stack: Stack) -> 
     token = await stack.user(username())
     for n in range(3):
         await stack.write_task(f"soon pruned {n}")
-    await prune_changes(stack.db, older_than=__import__("datetime").timedelta(0))
+    await prune_changes(stack.db, older_than=timedelta(0))
     current = await latest_revision(stack.db)
     async with ws_connect(stack.server, token) as ws:
         await connected(ws)

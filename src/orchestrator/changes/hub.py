@@ -208,33 +208,50 @@ class Subscriber:
     # ------------------------------------------------------------------- internals
 
     async def _catch_up(self, *, until_known: int) -> None:
-        """Send from the log up to the live feed, then switch to live."""
-        if self.position >= until_known:
-            # Nothing this process had delivered is missing; the live buffer covers the rest.
-            self._go_live()
-            return
+        """Send from the log, then what the live feed buffered meanwhile, then go live.
+
+        Both go at the client's pace (waiting for room in the send queue), and the live
+        buffer keeps collecting while we wait; a buffer that overflows is dropped and the
+        log read again, which is always complete.
+        """
+        need_log = self.position < until_known
+        while True:
+            if need_log and not await self._replay_log():
+                return
+            need_log = False
+            if self._pending_overflow:
+                self._pending = []
+                self._pending_overflow = False
+                need_log = True
+                continue
+            if not self._pending:
+                self._go_live()
+                return
+            batch, self._pending = self._pending, []
+            for change in batch:
+                if not await self._send_waiting(change):
+                    return
+
+    async def _replay_log(self) -> bool:
+        """Send every change after `position` in the log; False if the client is too slow."""
         while True:
             batch = await changes_after(self._hub.db, revision=self.position, limit=REPLAY_PAGE)
             if batch and batch[0].revision != self.position + 1:
                 raise ReplayInterrupted("the log was pruned during the replay")
             for change in batch:
-                if change.revision <= self.position:
-                    continue
-                self.position = change.revision
-                name = change.collection
-                if name in self.collections and change.revision > self._floors[name]:
-                    await self.outbox.put_waiting(change_frame(change))
-                    if self.outbox.overflowed.is_set():
-                        return
-            if len(batch) == REPLAY_PAGE:
-                continue
-            if self._pending_overflow:
-                # The buffer overflowed while we read: drop it and read the log again.
-                self._pending = []
-                self._pending_overflow = False
-                continue
-            self._go_live()
-            return
+                if not await self._send_waiting(change):
+                    return False
+            if len(batch) < REPLAY_PAGE:
+                return True
+
+    async def _send_waiting(self, change: Change) -> bool:
+        if change.revision <= self.position:
+            return True
+        self.position = change.revision
+        name = change.collection
+        if name in self.collections and change.revision > self._floors[name]:
+            await self.outbox.put_waiting(change_frame(change))
+        return not self.outbox.overflowed.is_set()
 
     def _go_live(self) -> None:
         pending, self._pending = self._pending or [], None

@@ -88,11 +88,13 @@ class EventStream(Response):
         collections: list[str],
         since: int | None,
     ) -> None:
-        super().__init__(
-            status_code=200,
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            media_type=self.media_type,
-        )
+        super().__init__(status_code=200)
+        # No Content-Length: the stream ends when the subscription does.
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
         self.services = services
         self.hub = hub
         self.session = session

@@ -37,7 +37,7 @@ POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 # How long a client that stopped reading gets to take its close frame.
-CLOSE_GRACE_SECONDS = 5.0
+CLOSE_GRACE_SECONDS = 15.0
 COMMANDS = frozenset({"subscribe", "unsubscribe", "ping"})
 
 
