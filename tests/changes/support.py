@@ -144,6 +144,11 @@ def ws_connect(
     )
 
 
+def drop(ws: ClientConnection) -> None:
+    """Lose the connection abruptly, as a network failure would (no closing handshake)."""
+    ws.transport.abort()
+
+
 async def recv_json(ws: ClientConnection, within: float = 10.0) -> dict[str, Any]:
     text = await asyncio.wait_for(ws.recv(), within)
     body = orjson.loads(text)

@@ -17,6 +17,7 @@ from tests.changes.support import (
     close_code,
     collect_changes,
     connected,
+    drop,
     recv_json,
     subscribe,
     ws_connect,
@@ -47,6 +48,7 @@ async def test_resume_with_since_after_a_disconnect_has_no_gap_and_no_duplicate(
         assert (await subscribe(ws, ["tasks"], since=start))["type"] == "subscribed"
         while len(received) < 40:
             received.append(await recv_json(ws))
+        drop(ws)
     # Gone mid-stream while the writes go on; come back from the last revision seen.
     async with ws_connect(stack.server, token) as ws:
         await connected(ws)
