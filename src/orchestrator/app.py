@@ -23,8 +23,10 @@ from orchestrator.health import router as health_router
 from orchestrator.http.body_limit import BodyLimitMiddleware
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
+from orchestrator.jobs.routes import router as jobs_router
 from orchestrator.observability.access_log import AccessLogMiddleware
 from orchestrator.services import Services
+from orchestrator.tasks.routes import router as tasks_router
 
 API_PREFIX = "/api/v1"
 
@@ -75,6 +77,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health_router)
     app.include_router(auth_router)
+    app.include_router(jobs_router)
+    app.include_router(tasks_router)
     app.include_router(changes_router)
 
     # Outermost first: the request id must exist before anything logs or answers.
