@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -79,6 +80,19 @@ class Stack:
             await create_user(self.db, username=username, password_hash="x", role=role)
             self.users.add(username)
         return mint_token(username)
+
+    async def post_task(
+        self, client: httpx.AsyncClient, token: str, title: str, *, server: int = 0
+    ) -> dict[str, Any]:
+        """Create a task through the HTTP API of one of the servers; returns its body."""
+        response = await client.post(
+            f"{self.servers[server].url}/api/v1/collab/tasks",
+            json={"title": title},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
 
     async def write_task(self, title: str) -> int:
         """Commit a real task change (as a write route would); returns its revision."""

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+import httpx
 import orjson
 import pytest
 
@@ -266,3 +267,44 @@ async def test_unsubscribe_and_ping(stack: Stack) -> None:
                 break
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.1)
+
+
+async def test_http_writes_arrive_as_changes_with_the_body_the_api_serves(stack: Stack) -> None:
+    token = await stack.user(username())
+    headers = {"Authorization": f"Bearer {token}"}
+    tasks = f"{stack.server.url}/api/v1/collab/tasks"
+    async with ws_connect(stack.server, token) as ws, httpx.AsyncClient(timeout=10) as client:
+        await connected(ws)
+        assert (await subscribe(ws, ["jobs", "tasks"]))["type"] == "subscribed"
+        created = await client.post(tasks, json={"title": "over http"}, headers=headers)
+        assert created.status_code == 201
+        task = created.json()
+        patched = await client.patch(
+            f"{tasks}/{task['id']}",
+            json={"title": "renamed"},
+            headers={**headers, "If-Match": created.headers["etag"]},
+        )
+        assert patched.status_code == 200
+        deleted = await client.delete(
+            f"{tasks}/{task['id']}", headers={**headers, "If-Match": patched.headers["etag"]}
+        )
+        assert deleted.status_code == 204
+        job = await client.post(
+            f"{stack.server.url}/api/v1/jobs", json={"title": "a job"}, headers=headers
+        )
+        assert job.status_code == 201
+        frames = [await recv_json(ws) for _ in range(4)]
+    assert [(f["collection"], f["op"]) for f in frames] == [
+        ("tasks", "create"),
+        ("tasks", "update"),
+        ("tasks", "delete"),
+        ("jobs", "create"),
+    ]
+    revisions = [f["revision"] for f in frames]
+    assert revisions == sorted(set(revisions))
+    assert frames[0]["data"] == task
+    assert frames[1]["data"] == patched.json()
+    assert frames[2]["data"] is None
+    assert frames[2]["id"] == task["id"]
+    assert frames[3]["id"] == job.json()["id"]
+    assert frames[3]["data"]["name"] == "a job"
