@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +156,18 @@ def ws_connect(
         open_timeout=10,
         **kwargs,
     )
+
+
+async def until(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0) -> None:
+    """Poll `check` until it holds; fails after `within` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            result = check()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.02)
 
 
 def drop(ws: ClientConnection) -> None:
