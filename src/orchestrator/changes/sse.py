@@ -177,6 +177,8 @@ class EventStream(Response):
                     await authenticate(self.services, self.token)
                 except Unauthorized:
                     return
+                except DatabaseUnavailable:
+                    pass  # cannot tell now; the next change to users asks again
         finally:
             await cancel_and_wait(overflow)
 

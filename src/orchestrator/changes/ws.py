@@ -213,6 +213,8 @@ class Connection:
                         await authenticate(self.services, self.token)
                     except Unauthorized as exc:
                         raise Close(POLICY_VIOLATION, exc.message) from None
+                    except DatabaseUnavailable:
+                        pass  # cannot tell now; the next change to users asks again
         finally:
             await cancel_and_wait(overflow)
 
