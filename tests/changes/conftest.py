@@ -23,7 +23,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             ORCH_WS_SEND_QUEUE_FRAMES="256",
         ),
         log_path=root / "server.log",
-    ).start()
+    ).start(timeout=120)
     yield proc
     proc.stop()
     unexpected = [

@@ -63,7 +63,9 @@ def servers(
     procs: list[ServerProcess] = []
     try:
         for index in range(2):
-            procs.append(ServerProcess(env=env, log_path=root / f"server{index}.log").start())
+            procs.append(
+                ServerProcess(env=env, log_path=root / f"server{index}.log").start(timeout=120)
+            )
         yield procs
     finally:
         for proc in procs:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import timedelta
 
 import httpx
 import orjson
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from orchestrator.auth.users import set_disabled
 from orchestrator.changes.log import latest_revision, prune_changes
@@ -132,17 +134,17 @@ async def test_server_error_closes_1011(stack: Stack) -> None:
 async def test_token_expiry_closes_1008_at_expiry(stack: Stack) -> None:
     name = username()
     await stack.user(name)
-    token = mint_token(name, lifetime=1.5)
     loop = asyncio.get_running_loop()
+    minted = loop.time()
+    token = mint_token(name, lifetime=3)
     async with ws_connect(stack.server, token) as ws:
         await connected(ws)
-        started = loop.time()
         await send_json(ws, {"before": "expiry"})
         assert (await recv_json(ws))["type"] == "message"
-        code, _ = await close_code(ws, within=10)
-        elapsed = loop.time() - started
+        code, _ = await close_code(ws, within=15)
+        lived = loop.time() - minted
     assert code == 1008
-    assert elapsed < 5
+    assert 2.9 <= lived < 8
 
 
 async def test_connections_per_user_are_capped(stack: Stack) -> None:
@@ -161,8 +163,9 @@ async def test_connections_per_user_are_capped(stack: Stack) -> None:
 async def test_messages_per_second_are_capped(stack: Stack) -> None:
     async with ws_connect(stack.server, await stack.user(username())) as ws:
         await connected(ws)
-        for n in range(40):
-            await send_json(ws, {"n": n})
+        with contextlib.suppress(ConnectionClosed):  # the server may close mid-burst
+            for n in range(40):
+                await send_json(ws, {"n": n})
         code, frames = await close_code(ws)
     assert code == 1008
     assert 1 <= len(frames) < 40
