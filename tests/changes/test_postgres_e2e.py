@@ -100,12 +100,17 @@ async def test_1000_writes_through_one_process_reach_a_subscriber_of_the_other(
             for n in range(125):
                 created.append(await stack.post_task(client, token, f"w{worker} {n}", server=0))
 
+        received: list[dict[str, Any]] = []
+
+        async def reader() -> None:
+            while len(received) < 1000:
+                received.append(await recv_json(ws, within=120))
+
+        reading = asyncio.create_task(reader())
         async with httpx.AsyncClient(timeout=30) as client:
             await asyncio.gather(*(writer(client, w) for w in range(8)))
-        received: list[dict[str, Any]] = []
         async with asyncio.timeout(60):
-            while len(received) < 1000:
-                received.append(await recv_json(ws))
+            await reading
     revisions = [change["revision"] for change in received]
     assert revisions == sorted(set(revisions)), "strictly increasing: in order, no duplicate"
     assert all(change["op"] == "create" for change in received)
