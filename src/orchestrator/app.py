@@ -11,6 +11,7 @@ from orchestrator import __version__
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.routes import router as auth_router
 from orchestrator.auth.tokens import TokenService
+from orchestrator.auth.user_routes import router as user_router
 from orchestrator.auth.users import UserDirectory
 from orchestrator.bootstrap import ensure_admin
 from orchestrator.changes.feed import ChangeFeed
@@ -19,6 +20,7 @@ from orchestrator.db import open_database
 from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
 from orchestrator.health import router as health_router
 from orchestrator.http.body_limit import BodyLimitMiddleware
+from orchestrator.http.head import HeadAsGetMiddleware
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
 from orchestrator.observability.access_log import AccessLogMiddleware
@@ -72,8 +74,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health_router)
     app.include_router(auth_router)
+    app.include_router(user_router)
 
-    # Outermost first: the request id must exist before anything logs or answers.
+    # Innermost first; the request id (last) must exist before anything logs or answers.
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, cast
 
+from orchestrator.auth.passwords import Passwords
 from orchestrator.changes.log import Change, record_change
 from orchestrator.db import ConstraintViolation, Database, Row
 from orchestrator.errors import Conflict, NotFound, Unprocessable
-from orchestrator.timestamps import as_utc
+from orchestrator.timestamps import as_utc, iso
 
 Role = Literal["admin", "member", "viewer", "worker"]
 ROLES: tuple[Role, ...] = ("admin", "member", "viewer", "worker")
@@ -68,6 +69,33 @@ async def get_user(db: Database, *, username: str) -> User | None:
         f"SELECT {_COLUMNS} FROM users WHERE username_key = :key", {"key": username_key(username)}
     )
     return _user(row) if row else None
+
+
+async def verify_credentials(
+    db: Database, passwords: Passwords, *, username: str, password: str
+) -> User | None:
+    """The enabled user these credentials belong to, or None.
+
+    Exactly one argon2 verification on every path: an unknown or disabled user is verified
+    against the dummy hash, so a failure costs the same whatever its cause.
+    """
+    user = await get_user(db, username=username)
+    candidate = user if user is not None and not user.disabled else None
+    matched = await passwords.verify(
+        candidate.password_hash if candidate is not None else None, password
+    )
+    return candidate if matched else None
+
+
+def user_body(user: User) -> dict[str, object]:
+    """A user as clients see it: never the hash."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role,
+        "disabled": user.disabled,
+        "created_at": iso(user.created_at),
+    }
 
 
 async def list_users(db: Database) -> list[User]:
