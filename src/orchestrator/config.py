@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     """Directory for the SQLite file, the generated secret and the admin password file."""
     database_url: str | None = None
-    """`sqlite:///path` or `postgresql://user@host/db`; default: `orchestrator.db` in the data dir."""
+    """`sqlite:///path` or `postgresql://user@host/db`; default: a SQLite file in the data dir."""
     secret_key: SecretStr | None = None
     """JWT signing key, 32 bytes or more; required in production."""
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"

@@ -52,12 +52,25 @@ def _user(row: Row) -> User:
 _COLUMNS = "id, username, role, disabled, tokens_valid_after, password_hash, created_at"
 
 
+_PASSWORD_RULE = {
+    "field": "password",
+    "reason": f"{MIN_PASSWORD} to {MAX_PASSWORD} characters",
+}
+
+
+def check_new_password(password: str) -> None:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise Unprocessable("Invalid password", details=[_PASSWORD_RULE])
+
+
 def check_new_credentials(*, username: str, password: str, role: str) -> None:
     problems = []
     if not USERNAME.match(username):
-        problems.append({"field": "username", "reason": "1-150 of letters, digits, . _ @ -"})
+        problems.append(
+            {"field": "username", "reason": "1 to 150 letters, digits, '.', '_', '@' or '-'"}
+        )
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        problems.append({"field": "password", "reason": f"{MIN_PASSWORD}-{MAX_PASSWORD} chars"})
+        problems.append(_PASSWORD_RULE)
     if role not in ROLES:
         problems.append({"field": "role", "reason": f"one of {', '.join(ROLES)}"})
     if problems:
