@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -22,6 +23,7 @@ import pytest_asyncio
 from fastapi import FastAPI
 
 from orchestrator.app import create_app
+from orchestrator.auth.tokens import REQUIRED_CLAIMS
 from orchestrator.auth.users import set_disabled, set_password
 from orchestrator.changes.log import latest_revision
 from orchestrator.db.migrate import upgrade
@@ -127,6 +129,10 @@ def _tamper_payload(token: str) -> str:
     return f"{header}.{payload}.{signature}"
 
 
+def _without(claim: str) -> str:
+    return "Bearer " + sign(claims(**{claim: None}))
+
+
 AUTHORIZATION: dict[str, Callable[[], str | None]] = {
     "missing": lambda: None,
     "empty": lambda: "",
@@ -153,10 +159,7 @@ AUTHORIZATION: dict[str, Callable[[], str | None]] = {
     "issued in the future": lambda: "Bearer " + sign(claims(iat=int(time.time()) + 600)),
     "unknown user": lambda: "Bearer " + sign(claims(sub="mallory")),
     "empty subject": lambda: "Bearer " + sign(claims(sub="")),
-    **{
-        f"no {claim}": (lambda c=claim: "Bearer " + sign(claims(**{c: None})))
-        for claim in ("sub", "iss", "aud", "exp", "iat", "jti")
-    },
+    **{f"no {claim}": functools.partial(_without, claim) for claim in REQUIRED_CLAIMS},
 }
 
 
