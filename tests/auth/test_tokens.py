@@ -23,7 +23,6 @@ import pytest_asyncio
 from fastapi import FastAPI
 
 from orchestrator.app import create_app
-from orchestrator.auth.tokens import REQUIRED_CLAIMS
 from orchestrator.auth.users import set_disabled, set_password
 from orchestrator.changes.log import latest_revision
 from orchestrator.db.migrate import upgrade
@@ -159,7 +158,10 @@ AUTHORIZATION: dict[str, Callable[[], str | None]] = {
     "issued in the future": lambda: "Bearer " + sign(claims(iat=int(time.time()) + 600)),
     "unknown user": lambda: "Bearer " + sign(claims(sub="mallory")),
     "empty subject": lambda: "Bearer " + sign(claims(sub="")),
-    **{f"no {claim}": functools.partial(_without, claim) for claim in REQUIRED_CLAIMS},
+    **{
+        f"no {claim}": functools.partial(_without, claim)
+        for claim in ("sub", "iss", "aud", "exp", "iat", "jti")
+    },
 }
 
 
