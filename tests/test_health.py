@@ -94,12 +94,12 @@ async def test_wrong_method_gets_405_with_every_allowed_method(
         assert response.json()["error"]["request_id"] == "r-405"
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_health_and_healthz_while_postgres_is_cut_and_restored(
     tmp_path: Path, backend: str
 ) -> None:
     """A real TCP proxy between the app and PostgreSQL: cut it, then restore it."""
-    if backend != "postgres":
-        pytest.skip("the network path to the database exists on PostgreSQL only")
     url = await create_postgres_database()
     try:
         await asyncio.to_thread(upgrade, url)

@@ -21,15 +21,14 @@ from tests.factories import ADMIN_PASSWORD
 FAKE_HASH = "$argon2id$v=19$m=65536,t=3,p=4$not-a-real-hash"
 
 
-def _sqlite_only(backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("SQLite-specific")
+# SQLite-specific tests take the backend fixture's place with one value.
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 
+@sqlite_only
 async def test_sqlite_runs_in_wal_with_foreign_keys_and_a_busy_timeout(
     services: Services, backend: str
 ) -> None:
-    _sqlite_only(backend)
     db = services.db
     assert isinstance(db, SqliteDatabase)
     for pragma, expected in (("journal_mode", "wal"), ("foreign_keys", 1)):
@@ -72,11 +71,11 @@ asyncio.run(main())
 """
 
 
+@sqlite_only
 async def test_concurrent_writers_on_one_file_never_see_database_is_locked(
     settings: object, services: Services, backend: str
 ) -> None:
     """Two in-process databases and another process write the same file at once."""
-    _sqlite_only(backend)
     assert isinstance(services.db, SqliteDatabase)
     url = f"sqlite:///{services.db.path}"
     other = open_database(url, timeout=5)
@@ -99,11 +98,11 @@ async def test_concurrent_writers_on_one_file_never_see_database_is_locked(
         await other.close()
 
 
+@sqlite_only
 async def test_a_held_write_lock_stalls_neither_health_nor_reads(
     services: Services, client: httpx.AsyncClient, backend: str
 ) -> None:
     """Another connection holds the write lock: a write waits, everything else answers."""
-    _sqlite_only(backend)
     assert isinstance(services.db, SqliteDatabase)
     holder = sqlite3.connect(services.db.path, isolation_level=None)
     try:
