@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
+import limits
 import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -89,11 +91,58 @@ class Settings(BaseSettings):
     """How long change-log entries are kept for resuming clients."""
     db_timeout_seconds: float = Field(default=1.5, gt=0, le=60)
     """Bound on connecting to and querying PostgreSQL (and on the `/healthz` probe)."""
+    rate_limit_enabled: bool = True
+    """Rate limits on (`N/second`, `N/minute` or `N/hour` each); counters in Redis if set."""
+    rate_limit_login: str = "5/minute"
+    """Logins per username."""
+    rate_limit_login_ip: str = "20/minute"
+    """Logins per client address."""
+    rate_limit_writes: str = "120/minute"
+    """Writes per user."""
+    rate_limit_reads: str = "600/minute"
+    """Reads per user."""
+    rate_limit_ws_connect: str = "30/minute"
+    """WebSocket connections per client address."""
+    redis_url: SecretStr | None = None
+    """Redis for rate-limit counters shared by every process (otherwise per process)."""
+    redis_key_prefix: str = Field(default="orch", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    """Prefix of this instance's Redis keys."""
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated proxies (addresses or networks) whose `X-Forwarded-For` is believed."""
+    metrics_token: SecretStr | None = None
+    """When set, `/metrics` needs `Authorization: Bearer <token>`."""
 
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _parse_origins(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)
+        return value
+
+    @field_validator(
+        "rate_limit_login",
+        "rate_limit_login_ip",
+        "rate_limit_writes",
+        "rate_limit_reads",
+        "rate_limit_ws_connect",
+    )
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError(f"not a rate limit such as '5/minute': {value!r}") from None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -31,6 +31,7 @@ class TokenResponse(BaseModel):
 async def login(body: LoginRequest, request: Request) -> Response:
     # The lengths are already checked by `LoginRequest`: nothing too long reaches argon2.
     services = services_of(request)
+    await services.rate_limits.check_login(request.scope, username=body.username)
     user = await verify_credentials(
         services.db, services.passwords, username=body.username, password=body.password
     )
@@ -51,6 +52,9 @@ for _path in ("/auth/login", "/api/v1/auth/login"):
         login,
         methods=["POST"],
         response_model=TokenResponse,
-        responses={401: {"description": "Wrong username or password"}},
+        responses={
+            401: {"description": "Wrong username or password"},
+            429: {"description": "Too many attempts for this username or client"},
+        },
         summary="Exchange a username and password for an access token",
     )
