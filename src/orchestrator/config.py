@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     """How long change-log entries are kept for resuming clients."""
     db_timeout_seconds: float = Field(default=1.5, gt=0, le=60)
     """Bound on connecting to and querying PostgreSQL (and on the `/healthz` probe)."""
+    ws_max_connections_per_user: int = Field(default=20, ge=1)
+    """WebSocket connections per user and process; one more is closed with 1008."""
+    ws_max_messages_per_second: float = Field(default=20.0, gt=0)
+    """Messages a WebSocket client may send per second; faster is closed with 1008."""
+    ws_send_queue_frames: int = Field(default=10_000, ge=1)
+    """Frames queued for a slow WebSocket client before it is disconnected."""
+    change_prune_interval_seconds: float = Field(default=300.0, gt=0)
+    """How often change-log entries older than the retention are pruned."""
     rate_limit_enabled: bool = True
     """Rate limits on (`N/second`, `N/minute` or `N/hour` each); counters in Redis if set."""
     rate_limit_login: str = "5/minute"
