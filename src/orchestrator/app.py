@@ -11,6 +11,7 @@ from orchestrator import __version__
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.routes import router as auth_router
 from orchestrator.auth.tokens import TokenService
+from orchestrator.auth.user_routes import router as user_router
 from orchestrator.auth.users import UserDirectory
 from orchestrator.bootstrap import ensure_admin
 from orchestrator.changes.feed import ChangeFeed
@@ -22,6 +23,7 @@ from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
 from orchestrator.health import router as health_router
 from orchestrator.http.body_limit import BodyLimitMiddleware
 from orchestrator.http.cors import Cors
+from orchestrator.http.head import HeadAsGetMiddleware
 from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
@@ -88,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health_router)
     app.include_router(auth_router)
+    app.include_router(user_router)
     app.include_router(jobs_router)
     app.include_router(tasks_router)
     app.include_router(changes_router)
@@ -97,7 +100,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     # Each add_middleware wraps the ones before it, so this reads inside-out. From the outside:
     # request id (before anything logs or answers), access log + metrics, security headers,
-    # body limit, unhandled errors, CORS (so that 429s are readable cross-origin), rate limits.
+    # body limit, unhandled errors, CORS (so that 429s are readable cross-origin), rate limits,
+    # HEAD served as GET (next to the router, so everything outside still sees HEAD).
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(RateLimitMiddleware)
     app.add_middleware(Cors, settings=settings)
     app.add_middleware(UnhandledErrorMiddleware)
