@@ -17,8 +17,11 @@ from orchestrator.changes.feed import ChangeFeed
 from orchestrator.config import Settings, load_secret_key
 from orchestrator.db import open_database
 from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
+from orchestrator.faults import FaultResponseMiddleware, faults_for
 from orchestrator.health import router as health_router
 from orchestrator.http.body_limit import BodyLimitMiddleware
+from orchestrator.http.content_type import JsonContentTypeMiddleware
+from orchestrator.http.openapi import install_openapi
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
 from orchestrator.observability.access_log import AccessLogMiddleware
@@ -47,6 +50,7 @@ def build_services(settings: Settings) -> Services:
 
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app. The database must already be migrated (`orchestrator db upgrade`)."""
+    faults = faults_for(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,6 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
             await ensure_admin(services.db, settings, services.passwords)
             await services.passwords.warm_up()
             await services.feed.start()
+            services.db.faults = faults
+            faults.arm()
             yield
         finally:
             await services.feed.stop()
@@ -69,12 +75,16 @@ def create_app(settings: Settings) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app)
+    install_openapi(app)
 
     app.include_router(health_router)
     app.include_router(auth_router)
 
     # Outermost first: the request id must exist before anything logs or answers.
+    if faults.enabled:
+        app.add_middleware(FaultResponseMiddleware, faults=faults)
     app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(JsonContentTypeMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AccessLogMiddleware)

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     change_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     change_retention_hours: float = Field(default=24.0, gt=0)
     db_timeout_seconds: float = Field(default=1.5, gt=0, le=60)
+    # Crash tests only (ignored unless environment is "test"): see orchestrator.faults.
+    fault_point: str | None = None
+    fault_after: int = Field(default=0, ge=0)
+    fault_probability: float | None = Field(default=None, ge=0, le=1)
+    fault_seed: int = 0
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -21,6 +21,8 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import asyncpg
 
+from orchestrator.faults import NO_FAULTS, Faults
+
 Row = Mapping[str, Any]
 Params = Mapping[str, Any] | None
 Dialect = Literal["sqlite", "postgresql"]
@@ -58,6 +60,7 @@ class Database(Protocol):
     """What the domain packages need from a backend."""
 
     dialect: Dialect
+    faults: Faults
 
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None: ...
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]: ...
@@ -126,6 +129,7 @@ class SqliteDatabase:
         self._write_lock = asyncio.Lock()
         self._after_commit: list[Callable[[], None]] = []
         self._closed = False
+        self.faults = NO_FAULTS
 
     def _open_conn(self) -> None:
         self._local.conn = _sqlite_connect(str(self.path), busy_timeout_ms=self._busy_timeout_ms)
@@ -166,7 +170,9 @@ class SqliteDatabase:
             except BaseException:
                 await asyncio.shield(self._on_writer(lambda c: c.execute("ROLLBACK")))
                 raise
+            self.faults.reach("before_commit")
             await asyncio.shield(self._on_writer(lambda c: c.execute("COMMIT")))
+            self.faults.reach("after_commit_before_publish")
         for callback in self._after_commit:
             callback()
 
@@ -263,6 +269,7 @@ class PostgresDatabase:
         self._pool: asyncpg.Pool[Any] | None = None
         self._pool_lock = asyncio.Lock()
         self._after_commit: list[Callable[[], None]] = []
+        self.faults = NO_FAULTS
 
     async def _get_pool(self) -> asyncpg.Pool[Any]:
         if self._pool is not None:
@@ -308,8 +315,10 @@ class PostgresDatabase:
             try:
                 async with conn.transaction():
                     yield _PgTransaction(conn, self.timeout)
+                    self.faults.reach("before_commit")
             except _PG_UNAVAILABLE as exc:
                 raise DatabaseUnavailable(type(exc).__name__) from exc
+            self.faults.reach("after_commit_before_publish")
         for callback in self._after_commit:
             callback()
 
