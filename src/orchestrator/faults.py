@@ -59,7 +59,7 @@ class Faults:
 
     def reach(self, point: FaultPoint) -> None:
         """Die here when the configured point, count or draw says so."""
-        if not self.armed or (self.point != point and self.point != "random"):
+        if not self.armed or self.point not in (point, "random"):
             return
         self._hits += 1
         if self.probability is not None:

@@ -1,10 +1,23 @@
-"""Refuse request bodies that are not JSON with 415, before any route reads them."""
+"""Request bodies are JSON or nothing: 415 for another content type, 400 for JSON that is
+malformed or ambiguous (NaN, duplicate keys, lone surrogates, too deep, numbers that do not fit),
+422 for NUL characters, which no database column can hold. Checked once, before any route."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+import json
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.errors import error_response
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 def is_json(content_type: bytes) -> bool:
@@ -25,8 +38,47 @@ def is_json(content_type: bytes) -> bool:
     return True
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _Rejected(400, "The request body has duplicate keys")
+    for key in result:
+        if "\x00" in key:
+            raise _Rejected(422, "The request body contains a NUL character")
+    return result
+
+
+def _no_nul(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise _Rejected(422, "The request body contains a NUL character")
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def check_json(body: bytes) -> None:
+    """Raise `_Rejected` unless `body` is one unambiguous JSON document."""
+    try:
+        # orjson refuses invalid UTF-8, lone surrogates, NaN/Infinity, numbers that overflow
+        # a double and nesting past 1024, without recursing on our stack.
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _Rejected(400, f"The request body is not valid JSON: {exc.msg}") from exc
+    try:
+        # orjson keeps the last of duplicate keys silently; a second, strict pass refuses them.
+        value = json.loads(body, object_pairs_hook=_unique_keys)
+    except (RecursionError, ValueError) as exc:
+        raise _Rejected(400, "The request body is not valid JSON") from exc
+    _no_nul(value)
+
+
 class JsonContentTypeMiddleware:
-    """Every request that carries a body must say it is JSON (UTF-8)."""
+    """Every request that carries a body must be JSON, and well-formed JSON at that."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -44,10 +96,42 @@ class JsonContentTypeMiddleware:
                 has_body = True
             elif name == b"content-type":
                 content_type = value
-        if has_body and (content_type is None or not is_json(content_type)):
-            response = error_response(
-                scope, 415, "The request body must be JSON (Content-Type: application/json)"
-            )
-            await response(scope, receive, send)
+        if not has_body:
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        if content_type is None or not is_json(content_type):
+            refusal = "The request body must be JSON (Content-Type: application/json)"
+            await error_response(scope, 415, refusal)(scope, receive, send)
+            return
+        # The body limit (outside us) bounds what we buffer here.
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if body:
+            try:
+                check_json(body)
+            except _Rejected as rejected:
+                response = error_response(
+                    scope,
+                    rejected.status,
+                    rejected.message,
+                    error_type="validation_error" if rejected.status == 422 else None,
+                )
+                await response(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
