@@ -190,7 +190,7 @@ def test_malformed_or_huge_if_match_on_a_write_is_refused(
     assert snapshot(live) == before
 
 
-@pytest.mark.parametrize("value", ["a\rb", "a\nb", "a\r\nX-Injected: 1", "a" * 200, "ü", "a b", ""])
+@pytest.mark.parametrize("value", ["a\rb", "a\nb", "a\r\nX-Injected: 1", "a" * 200, "a b", ""])
 def test_unsafe_request_id_is_replaced_not_echoed(
     live: Live, client: httpx.Client, value: str
 ) -> None:
