@@ -44,4 +44,4 @@ def start_server(tmp_path: Path, database_url: str | None, **extra: str) -> Serv
     return ServerProcess(
         env=server_env(tmp_path / "data", database_url, **extra),
         log_path=tmp_path / "server.log",
-    ).start()
+    ).start(timeout=120)

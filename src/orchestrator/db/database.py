@@ -293,18 +293,36 @@ class PostgresDatabase:
     async def _connection(self) -> AsyncIterator[Any]:
         pool = await self._get_pool()
         try:
-            async with pool.acquire(timeout=self.timeout) as conn:
-                yield conn
+            conn = await pool.acquire(timeout=self.timeout)
         except _PG_UNAVAILABLE as exc:
             raise DatabaseUnavailable(type(exc).__name__) from exc
+        try:
+            yield conn
+        except _PG_UNAVAILABLE as exc:
+            # A connection whose statement timed out would make the release wait for the
+            # server to confirm the cancel (another full timeout when it hangs): drop it.
+            conn.terminate()
+            raise DatabaseUnavailable(type(exc).__name__) from exc
+        except asyncio.CancelledError:
+            conn.terminate()  # cancelled mid-statement (a deadline): same reason
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def _read(self, call: Callable[[_PgTransaction], Awaitable[T]]) -> T:
+        # One deadline for acquire (which may connect) and the statement together.
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self._connection() as conn:
+                    return await call(_PgTransaction(conn, self.timeout))
+        except TimeoutError as exc:
+            raise DatabaseUnavailable("TimeoutError") from exc
 
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None:
-        async with self._connection() as conn:
-            return await _PgTransaction(conn, self.timeout).fetch_one(sql, params)
+        return await self._read(lambda tx: tx.fetch_one(sql, params))
 
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]:
-        async with self._connection() as conn:
-            return await _PgTransaction(conn, self.timeout).fetch_all(sql, params)
+        return await self._read(lambda tx: tx.fetch_all(sql, params))
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.append(callback)
