@@ -24,8 +24,10 @@ from orchestrator.http.content_type import JsonContentTypeMiddleware
 from orchestrator.http.openapi import install_openapi
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
+from orchestrator.jobs.routes import router as jobs_router
 from orchestrator.observability.access_log import AccessLogMiddleware
 from orchestrator.services import Services
+from orchestrator.tasks.routes import router as tasks_router
 
 API_PREFIX = "/api/v1"
 
@@ -79,6 +81,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health_router)
     app.include_router(auth_router)
+    app.include_router(jobs_router)
+    app.include_router(tasks_router)
 
     # Outermost first: the request id must exist before anything logs or answers.
     if faults.enabled:
