@@ -19,6 +19,7 @@ from orchestrator.db import open_database
 from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
 from orchestrator.faults import FaultResponseMiddleware, faults_for
 from orchestrator.health import router as health_router
+from orchestrator.http.allow import AllowHeaderMiddleware
 from orchestrator.http.body_limit import BodyLimitMiddleware
 from orchestrator.http.content_type import JsonContentTypeMiddleware
 from orchestrator.http.openapi import install_openapi
@@ -88,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
     if faults.enabled:
         app.add_middleware(FaultResponseMiddleware, faults=faults)
     app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(AllowHeaderMiddleware)
     app.add_middleware(JsonContentTypeMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -167,6 +167,8 @@ def test_malformed_or_huge_if_none_match_never_errs(
     before = snapshot(live)
     for path in collection_reads(live):
         response = client.get(path, headers={"If-None-Match": value})
+        if response.text == "Invalid HTTP request received.":
+            continue  # a control character: refused by the HTTP parser before the app
         assert response.status_code in (200, 304), (path, response.status_code)
     assert snapshot(live) == before
 

@@ -117,6 +117,25 @@ def _error_statuses(
     return sorted(set(statuses))
 
 
+IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": True,
+    "description": "The ETag from a read of this resource (strong comparison); `*` matches any",
+    "schema": {"type": "string"},
+}
+
+
+def _declare_if_match(operation: dict[str, Any]) -> None:
+    """Guarded writes (those that can answer 428) read If-Match from the headers directly;
+    declare it so clients and fuzzers know it is required."""
+    if "428" not in operation.get("responses", {}):
+        return
+    params = operation.setdefault("parameters", [])
+    if not any(p.get("in") == "header" and p["name"].lower() == "if-match" for p in params):
+        params.append(IF_MATCH)
+
+
 def complete_schema(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document plus the envelope, the security scheme and every error status."""
     with warnings.catch_warnings():
@@ -152,6 +171,7 @@ def complete_schema(app: FastAPI) -> dict[str, Any]:
                 operation["operationId"] = f"{operation['operationId']}_{method}"
             seen_ids.add(operation.get("operationId", ""))
             responses = operation.setdefault("responses", {})
+            _declare_if_match(operation)
             for status in _error_statuses(path, method, operation, protected=protected[path]):
                 existing = responses.get(str(status), {})
                 responses[str(status)] = {
