@@ -3,6 +3,7 @@ PostgreSQL cluster that is itself crashed (`pg_ctl stop -m immediate`) each time
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +20,8 @@ from tests.trust.live import admin_token, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-RANDOM_CYCLES = 20
+# CI runs 20 (the figure); a local run may ask for fewer.
+RANDOM_CYCLES = int(os.environ.get("ORCH_TEST_CRASH_CYCLES", "20"))
 MAX_WRITES_PER_CYCLE = 25
 
 
@@ -112,6 +114,7 @@ def test_kill_at_fault_point_loses_nothing_acknowledged(target: Target, point: s
     _settle(target, history)
 
 
+@pytest.mark.timeout(900)
 def test_random_kills_lose_nothing_acknowledged(target: Target) -> None:
     history = History()
     kills = 0
