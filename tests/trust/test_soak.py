@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("orchestrator.changes.ws") is None,
+    reason="/ws is not merged yet (issue 4)",
+)
 def test_short_soak_loses_nothing() -> None:
     result = subprocess.run(
         [
