@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             "ORCH_CHANGE_POLL_SECONDS": "0.2",
             "ORCH_WS_MAX_CONNECTIONS_PER_USER": str(args.subscribers + 10),
             "ORCH_WS_MAX_MESSAGES_PER_SECOND": "1000",
+            "ORCH_RATE_LIMIT_ENABLED": "false",
         }
         if args.database_url:
             env["ORCH_DATABASE_URL"] = args.database_url

@@ -21,6 +21,8 @@ def server_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[s
         "ORCH_SECRET_KEY": SECRET,
         "ORCH_CHANGE_POLL_SECONDS": "0.2",
         "ORCH_LOG_LEVEL": "WARNING",
+        # These tests log in and write far faster than any person; the limiter has its own tests.
+        "ORCH_RATE_LIMIT_ENABLED": "false",
     }
     if database_url is not None:
         env["ORCH_DATABASE_URL"] = database_url
