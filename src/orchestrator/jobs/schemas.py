@@ -50,9 +50,6 @@ def _whole(value: Any) -> Any:
     return value
 
 
-WholeNumber = Annotated[int, BeforeValidator(_whole)]
-
-
 class JobCreate(BaseModel):
     """The contract's `title` and `description`, plus how a worker should run the job."""
 
@@ -62,5 +59,5 @@ class JobCreate(BaseModel):
     description: Description | None = None
     queue: Queue = "default"
     payload: Payload | None = None
-    priority: Annotated[WholeNumber, Field(ge=-INT32, le=INT32)] = 0
-    max_attempts: Annotated[WholeNumber, Field(ge=1, le=100)] = 3
+    priority: Annotated[int, BeforeValidator(_whole), Field(ge=-INT32, le=INT32)] = 0
+    max_attempts: Annotated[int, BeforeValidator(_whole), Field(ge=1, le=100)] = 3

@@ -19,7 +19,7 @@ class TaskCreate(BaseModel):
 class TaskPatch(BaseModel):
     """Title and/or description; an explicit `null` description clears it."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
 
     # Optional but never null: say so in the schema, not only in the validator below.
     title: Annotated[
