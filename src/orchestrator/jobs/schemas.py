@@ -59,5 +59,5 @@ class JobCreate(BaseModel):
     description: Description | None = None
     queue: Queue = "default"
     payload: Payload | None = None
-    priority: Annotated[int, BeforeValidator(_whole), Field(ge=-INT32, le=INT32)] = 0
-    max_attempts: Annotated[int, BeforeValidator(_whole), Field(ge=1, le=100)] = 3
+    priority: Annotated[int, Field(ge=-INT32, le=INT32), BeforeValidator(_whole)] = 0
+    max_attempts: Annotated[int, Field(ge=1, le=100), BeforeValidator(_whole)] = 3
