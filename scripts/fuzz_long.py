@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                     server.url,
                     examples=args.examples,
                     seed=seed,
+                    phases=ALL_PHASES,
                     report_dir=args.report_dir / f"seed-{seed}",
                     timeout=6 * 3600,
                 )

@@ -15,8 +15,18 @@ from tests.factories import ADMIN_PASSWORD
 EXCLUDED_PATHS = r".*/changes$|.*/ws$|^/api/v1/auth/login$"
 
 
+CI_PHASES = "examples,fuzzing,stateful"
+ALL_PHASES = "examples,coverage,fuzzing,stateful"
+
+
 def run_schemathesis(
-    base_url: str, *, examples: int, seed: int, report_dir: Path, timeout: float = 900
+    base_url: str,
+    *,
+    examples: int,
+    seed: int,
+    report_dir: Path,
+    phases: str = CI_PHASES,
+    timeout: float = 1500,
 ) -> subprocess.CompletedProcess[str]:
     """`st run` with a login-driven token; returns the finished process (0 = no failures)."""
     st = Path(sys.executable).with_name("st")
@@ -37,7 +47,7 @@ def run_schemathesis(
         f"{base_url}/openapi.json",
         "--checks=all",
         "--mode=all",
-        "--phases=examples,coverage,fuzzing,stateful",
+        f"--phases={phases}",
         f"--max-examples={examples}",
         f"--seed={seed}",
         "--workers=2",

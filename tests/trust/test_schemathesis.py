@@ -15,6 +15,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 EXAMPLES = 200
 
 
+@pytest.mark.timeout(1800)
 async def test_schemathesis_finds_nothing(backend: str, tmp_path: Path) -> None:
     url = await create_postgres_database() if backend == "postgres" else None
     try:
