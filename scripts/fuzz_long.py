@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.trust.fuzz import run_schemathesis
+from tests.trust.fuzz import ALL_PHASES, run_schemathesis
 from tests.trust.live import start_server
 
 
