@@ -1,6 +1,7 @@
-"""Request bodies are JSON or nothing: 415 for another content type, 400 for JSON that is
-malformed or ambiguous (NaN, duplicate keys, lone surrogates, too deep, numbers that do not fit),
-422 for NUL characters, which no database column can hold. Checked once, before any route."""
+"""Request bodies are JSON or nothing: 415 for another content type, 422 (as for any other
+invalid body) for JSON that is malformed or ambiguous (NaN, duplicate keys, lone surrogates,
+too deep, numbers that do not fit) or holds NUL characters, which no database column can store
+faithfully. Checked once, before any route."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def is_json(content_type: bytes) -> bool:
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
     if len(result) != len(pairs):
-        raise _Rejected(400, "The request body has duplicate keys")
+        raise _Rejected(422, "The request body has duplicate keys")
     for key in result:
         if "\x00" in key:
             raise _Rejected(422, "The request body contains a NUL character")
@@ -68,12 +69,12 @@ def check_json(body: bytes) -> None:
         # a double and nesting past 1024, without recursing on our stack.
         orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise _Rejected(400, f"The request body is not valid JSON: {exc.msg}") from exc
+        raise _Rejected(422, f"The request body is not valid JSON: {exc.msg}") from exc
     try:
         # orjson keeps the last of duplicate keys silently; a second, strict pass refuses them.
         value = json.loads(body, object_pairs_hook=_unique_keys)
     except (RecursionError, ValueError) as exc:
-        raise _Rejected(400, "The request body is not valid JSON") from exc
+        raise _Rejected(422, "The request body is not valid JSON") from exc
     _no_nul(value)
 
 
@@ -120,8 +121,9 @@ class JsonContentTypeMiddleware:
                 response = error_response(
                     scope,
                     rejected.status,
-                    rejected.message,
-                    error_type="validation_error" if rejected.status == 422 else None,
+                    "The request is not valid",
+                    error_type="validation_error",
+                    details=[{"field": "body", "reason": rejected.message}],
                 )
                 await response(scope, receive, send)
                 return
