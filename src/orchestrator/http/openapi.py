@@ -179,6 +179,10 @@ def complete_schema(app: FastAPI) -> dict[str, Any]:
                     **({"headers": existing["headers"]} if "headers" in existing else {}),
                     "content": {"application/json": {"schema": ENVELOPE_REF}},
                 }
+            for code, response in responses.items():
+                # Whatever a route declared itself, its errors are envelopes too.
+                if code[0] in "45" and "content" not in response:
+                    response["content"] = {"application/json": {"schema": ENVELOPE_REF}}
             if protected[path]:
                 operation["security"] = [{SECURITY_SCHEME: []}]
     # Validation errors are answered in the envelope, never in FastAPI's default shape.
