@@ -11,9 +11,12 @@ from orchestrator import __version__
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.routes import router as auth_router
 from orchestrator.auth.tokens import TokenService
+from orchestrator.auth.user_routes import router as user_router
 from orchestrator.auth.users import UserDirectory
 from orchestrator.bootstrap import ensure_admin
 from orchestrator.changes.feed import ChangeFeed
+from orchestrator.changes.realtime import realtime
+from orchestrator.changes.routes import router as changes_router
 from orchestrator.config import Settings, load_secret_key
 from orchestrator.db import open_database
 from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
@@ -23,6 +26,7 @@ from orchestrator.http.allow import AllowHeaderMiddleware
 from orchestrator.http.body_limit import BodyLimitMiddleware
 from orchestrator.http.content_type import JsonContentTypeMiddleware
 from orchestrator.http.cors import Cors
+from orchestrator.http.head import HeadAsGetMiddleware
 from orchestrator.http.openapi import install_openapi
 from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits
 from orchestrator.http.request_id import RequestIdMiddleware
@@ -75,7 +79,8 @@ def create_app(settings: Settings) -> FastAPI:
             await services.feed.start()
             services.db.faults = faults
             faults.arm()
-            yield
+            async with realtime(services):
+                yield
         finally:
             await services.feed.stop()
             await services.rate_limits.close()
@@ -93,8 +98,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health_router)
     app.include_router(auth_router)
+    app.include_router(user_router)
     app.include_router(jobs_router)
     app.include_router(tasks_router)
+    app.include_router(changes_router)
     app.include_router(metrics_router)
     if settings.environment == "test":
         app.include_router(test_fault_router)
@@ -103,7 +110,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(FaultResponseMiddleware, faults=faults)
     # Each add_middleware wraps the ones before it, so this reads inside-out. From the outside:
     # request id (before anything logs or answers), access log + metrics, security headers,
-    # body limit, unhandled errors, CORS (so that 429s are readable cross-origin), rate limits.
+    # body limit, unhandled errors, CORS (so that 429s are readable cross-origin), rate limits,
+    # HEAD served as GET (next to the router, so everything outside still sees HEAD).
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(RateLimitMiddleware)
     app.add_middleware(Cors, settings=settings)
     app.add_middleware(UnhandledErrorMiddleware)
