@@ -20,10 +20,14 @@ from orchestrator.changes.routes import router as changes_router
 from orchestrator.config import Settings, load_secret_key
 from orchestrator.db import open_database
 from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
+from orchestrator.faults import FaultResponseMiddleware, faults_for
 from orchestrator.health import router as health_router
+from orchestrator.http.allow import AllowHeaderMiddleware
 from orchestrator.http.body_limit import BodyLimitMiddleware
+from orchestrator.http.content_type import JsonContentTypeMiddleware
 from orchestrator.http.cors import Cors
 from orchestrator.http.head import HeadAsGetMiddleware
+from orchestrator.http.openapi import install_openapi
 from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
@@ -60,6 +64,7 @@ def build_services(settings: Settings) -> Services:
 
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app. The database must already be migrated (`orchestrator db upgrade`)."""
+    faults = faults_for(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +77,8 @@ def create_app(settings: Settings) -> FastAPI:
             await ensure_admin(services.db, settings, services.passwords)
             await services.passwords.warm_up()
             await services.feed.start()
+            services.db.faults = faults
+            faults.arm()
             async with realtime(services):
                 yield
         finally:
@@ -87,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app)
+    install_openapi(app)
 
     app.include_router(health_router)
     app.include_router(auth_router)
@@ -98,6 +106,8 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.environment == "test":
         app.include_router(test_fault_router)
 
+    if faults.enabled:
+        app.add_middleware(FaultResponseMiddleware, faults=faults)
     # Each add_middleware wraps the ones before it, so this reads inside-out. From the outside:
     # request id (before anything logs or answers), access log + metrics, security headers,
     # body limit, unhandled errors, CORS (so that 429s are readable cross-origin), rate limits,
@@ -106,6 +116,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RateLimitMiddleware)
     app.add_middleware(Cors, settings=settings)
     app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(AllowHeaderMiddleware)
+    app.add_middleware(JsonContentTypeMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AccessLogMiddleware)

@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     """Comma-separated proxies (addresses or networks) whose `X-Forwarded-For` is believed."""
     metrics_token: SecretStr | None = None
     """When set, `/metrics` needs `Authorization: Bearer <token>`."""
+    # Crash tests only (ignored unless environment is "test"): see orchestrator.faults.
+    fault_point: str | None = None
+    fault_after: int = Field(default=0, ge=0)
+    fault_probability: float | None = Field(default=None, ge=0, le=1)
+    fault_seed: int = 0
 
     @field_validator("cors_origins", mode="before")
     @classmethod
