@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import structlog
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -9,6 +12,7 @@ from starlette.routing import BaseRoute
 from orchestrator.auth.deps import services_of
 from orchestrator.errors import error_response
 
+log = structlog.get_logger(__name__)
 router = APIRouter(tags=["health"])
 
 _HEALTHY = b'{"status":"healthy"}'
@@ -29,9 +33,12 @@ async def _fast_health(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    services = services_of(request)
     try:
-        await services_of(request).db.ping()
-    except Exception:
+        # Bounded here too: a SQLite read can wait on a lock far longer than a probe should.
+        await asyncio.wait_for(services.db.ping(), services.settings.db_timeout_seconds * 2)
+    except Exception as exc:
+        log.warning("healthz_database_unavailable", error=type(exc).__name__)
         return error_response(request.scope, 500, "Database unavailable")
     return Response(_OK, media_type="application/json", headers={"Cache-Control": "no-store"})
 
@@ -48,13 +55,13 @@ for _prefix in ("", "/api/v1"):
     router.add_api_route(
         f"{_prefix}/health",
         health,
-        methods=["GET", "HEAD"],
+        methods=["GET"],
         summary="Liveness; touches no database",
     )
     router.add_api_route(
         f"{_prefix}/healthz",
         healthz,
-        methods=["GET", "HEAD"],
+        methods=["GET"],
         summary="Readiness: a database round trip",
         responses={500: {"description": "Database unavailable"}},
     )

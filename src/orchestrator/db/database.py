@@ -22,6 +22,8 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import asyncpg
 
+from orchestrator.faults import NO_FAULTS, Faults
+
 Row = Mapping[str, Any]
 Params = Mapping[str, Any] | None
 Dialect = Literal["sqlite", "postgresql"]
@@ -59,6 +61,7 @@ class Database(Protocol):
     """What the domain packages need from a backend."""
 
     dialect: Dialect
+    faults: Faults
 
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None: ...
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]: ...
@@ -67,6 +70,9 @@ class Database(Protocol):
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
+
+# A real read of our own schema: `SELECT 1` would not even touch a SQLite file.
+_PING = "SELECT revision FROM revision_counter WHERE id = 1"
 
 # --------------------------------------------------------------------------- SQLite
 
@@ -192,6 +198,7 @@ class SqliteDatabase:
         self._write_lock = asyncio.Lock()
         self._after_commit: list[Callable[[], None]] = []
         self._closed = False
+        self.faults = NO_FAULTS
 
     def _connect(self) -> sqlite3.Connection:
         return _sqlite_connect(str(self.path), busy_timeout_ms=self._busy_timeout_ms)
@@ -229,12 +236,14 @@ class SqliteDatabase:
             except BaseException:
                 await asyncio.shield(self._on_writer(lambda c: c.execute("ROLLBACK")))
                 raise
+            self.faults.reach("before_commit")
             await asyncio.shield(self._on_writer(lambda c: c.execute("COMMIT")))
+            self.faults.reach("after_commit_before_publish")
         for callback in self._after_commit:
             callback()
 
     async def ping(self) -> None:
-        await self.fetch_one("SELECT 1")
+        await self.fetch_one(_PING)
 
     async def close(self) -> None:
         if self._closed:
@@ -318,6 +327,7 @@ class PostgresDatabase:
         self._pool: asyncpg.Pool[Any] | None = None
         self._pool_lock = asyncio.Lock()
         self._after_commit: list[Callable[[], None]] = []
+        self.faults = NO_FAULTS
 
     async def _get_pool(self) -> asyncpg.Pool[Any]:
         if self._pool is not None:
@@ -341,18 +351,36 @@ class PostgresDatabase:
     async def _connection(self) -> AsyncIterator[Any]:
         pool = await self._get_pool()
         try:
-            async with pool.acquire(timeout=self.timeout) as conn:
-                yield conn
+            conn = await pool.acquire(timeout=self.timeout)
         except _PG_UNAVAILABLE as exc:
             raise DatabaseUnavailable(type(exc).__name__) from exc
+        try:
+            yield conn
+        except _PG_UNAVAILABLE as exc:
+            # A connection whose statement timed out would make the release wait for the
+            # server to confirm the cancel (another full timeout when it hangs): drop it.
+            conn.terminate()
+            raise DatabaseUnavailable(type(exc).__name__) from exc
+        except asyncio.CancelledError:
+            conn.terminate()  # cancelled mid-statement (a deadline): same reason
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def _read(self, call: Callable[[_PgTransaction], Awaitable[T]]) -> T:
+        # One deadline for acquire (which may connect) and the statement together.
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self._connection() as conn:
+                    return await call(_PgTransaction(conn, self.timeout))
+        except TimeoutError as exc:
+            raise DatabaseUnavailable("TimeoutError") from exc
 
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None:
-        async with self._connection() as conn:
-            return await _PgTransaction(conn, self.timeout).fetch_one(sql, params)
+        return await self._read(lambda tx: tx.fetch_one(sql, params))
 
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]:
-        async with self._connection() as conn:
-            return await _PgTransaction(conn, self.timeout).fetch_all(sql, params)
+        return await self._read(lambda tx: tx.fetch_all(sql, params))
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.append(callback)
@@ -363,13 +391,15 @@ class PostgresDatabase:
             try:
                 async with conn.transaction():
                     yield _PgTransaction(conn, self.timeout)
+                    self.faults.reach("before_commit")
             except _PG_UNAVAILABLE as exc:
                 raise DatabaseUnavailable(type(exc).__name__) from exc
+            self.faults.reach("after_commit_before_publish")
         for callback in self._after_commit:
             callback()
 
     async def ping(self) -> None:
-        await self.fetch_one("SELECT 1")
+        await self.fetch_one(_PING)
 
     async def listen(
         self, channel: str, callback: Callable[[str], None]
