@@ -11,6 +11,7 @@ from orchestrator import __version__
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.routes import router as auth_router
 from orchestrator.auth.tokens import TokenService
+from orchestrator.auth.user_routes import router as user_router
 from orchestrator.auth.users import UserDirectory
 from orchestrator.bootstrap import ensure_admin
 from orchestrator.changes.feed import ChangeFeed
@@ -19,9 +20,14 @@ from orchestrator.changes.routes import router as changes_router
 from orchestrator.config import Settings, load_secret_key
 from orchestrator.db import open_database
 from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
+from orchestrator.faults import FaultResponseMiddleware, faults_for
 from orchestrator.health import router as health_router
+from orchestrator.http.allow import AllowHeaderMiddleware
 from orchestrator.http.body_limit import BodyLimitMiddleware
+from orchestrator.http.content_type import JsonContentTypeMiddleware
 from orchestrator.http.cors import Cors
+from orchestrator.http.head import HeadAsGetMiddleware
+from orchestrator.http.openapi import install_openapi
 from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
@@ -58,6 +64,7 @@ def build_services(settings: Settings) -> Services:
 
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app. The database must already be migrated (`orchestrator db upgrade`)."""
+    faults = faults_for(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,6 +77,8 @@ def create_app(settings: Settings) -> FastAPI:
             await ensure_admin(services.db, settings, services.passwords)
             await services.passwords.warm_up()
             await services.feed.start()
+            services.db.faults = faults
+            faults.arm()
             async with realtime(services):
                 yield
         finally:
@@ -83,11 +92,16 @@ def create_app(settings: Settings) -> FastAPI:
         description="Coordination hub: jobs, collaboration tasks, a live change feed, workers.",
         lifespan=lifespan,
         redirect_slashes=False,
+        # We export Prometheus metrics and JSON logs ourselves; FastAPI's OpenTelemetry hooks
+        # would otherwise look up the global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
+    install_openapi(app)
 
     app.include_router(health_router)
     app.include_router(auth_router)
+    app.include_router(user_router)
     app.include_router(jobs_router)
     app.include_router(tasks_router)
     app.include_router(changes_router)
@@ -95,12 +109,18 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.environment == "test":
         app.include_router(test_fault_router)
 
+    if faults.enabled:
+        app.add_middleware(FaultResponseMiddleware, faults=faults)
     # Each add_middleware wraps the ones before it, so this reads inside-out. From the outside:
     # request id (before anything logs or answers), access log + metrics, security headers,
-    # body limit, unhandled errors, CORS (so that 429s are readable cross-origin), rate limits.
+    # body limit, unhandled errors, CORS (so that 429s are readable cross-origin), rate limits,
+    # HEAD served as GET (next to the router, so everything outside still sees HEAD).
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(RateLimitMiddleware)
     app.add_middleware(Cors, settings=settings)
     app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(AllowHeaderMiddleware)
+    app.add_middleware(JsonContentTypeMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AccessLogMiddleware)

@@ -35,7 +35,8 @@ async def ensure_admin(db: Database, settings: Settings, passwords: Passwords) -
         return
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = settings.data_dir / ADMIN_PASSWORD_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    path.unlink(missing_ok=True)  # a left-over file would keep its old, maybe wider, mode
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(password + "\n")
     log.info("bootstrap_admin_created", username="admin", password_file=str(path))

@@ -31,6 +31,9 @@ KNOWN_DEFAULT_SECRETS = frozenset(
         "insecure-dev-secret-key-do-not-use-in-production",
     }
 )
+KNOWN_DEFAULT_PASSWORDS = frozenset(
+    {"admin", "administrator", "password", "changeme", "change-me", "secret", "orchestrator"}
+)
 MIN_SECRET_BYTES = 32
 SECRET_FILE = "secret_key"
 
@@ -44,46 +47,83 @@ def _split_csv(value: object) -> object:
 class Settings(BaseSettings):
     """Every knob of the service, read from `ORCH_*` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ORCH_", extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     environment: Literal["development", "production", "test"] = "development"
+    """`production` refuses unsafe settings; `development` generates a missing secret."""
     host: str = "127.0.0.1"
+    """Address `orchestrator serve` listens on."""
     port: int = Field(default=8000, ge=0, le=65535)
+    """Port `orchestrator serve` listens on."""
     data_dir: Path = Path("data")
+    """Directory for the SQLite file, the generated secret and the admin password file."""
     database_url: str | None = None
+    """`sqlite:///path` or `postgresql://user@host/db`; default: a SQLite file in the data dir."""
     secret_key: SecretStr | None = None
+    """JWT signing key, 32 bytes or more; required in production."""
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    """The one algorithm tokens are signed and verified with."""
     jwt_issuer: str = "orchestrator"
+    """`iss` claim, matched exactly."""
     jwt_audience: str = "orchestrator-api"
+    """`aud` claim, matched exactly."""
     jwt_leeway_seconds: int = Field(default=10, ge=0, le=30)
+    """Clock skew tolerated on `exp` and `iat` (at most 30)."""
     token_lifetime_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    """How long an access token is valid."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated origins allowed to call the API from a browser."""
     cors_allow_credentials: bool = False
+    """Let browsers send credentials cross-origin (never with a `*` origin in production)."""
     orch_id: str = Field(default="main", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    """Name of this instance, in logs and the development log file name."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level logged."""
     admin_password: SecretStr | None = None
+    """Password of the `admin` created on the first start (otherwise a random one, printed once)."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest request body accepted; larger ones get 413."""
     change_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    """How often the change log is polled for other processes' writes."""
     change_retention_hours: float = Field(default=24.0, gt=0)
+    """How long change-log entries are kept for resuming clients."""
     db_timeout_seconds: float = Field(default=1.5, gt=0, le=60)
-    # Real time: caps per process; a connection over a cap is closed with 1008.
+    """Bound on connecting to and querying PostgreSQL (and on the `/healthz` probe)."""
     ws_max_connections_per_user: int = Field(default=20, ge=1)
+    """WebSocket connections per user and process; one more is closed with 1008."""
     ws_max_messages_per_second: float = Field(default=20.0, gt=0)
+    """Messages a WebSocket client may send per second; faster is closed with 1008."""
     ws_send_queue_frames: int = Field(default=10_000, ge=1)
+    """Frames queued for a slow WebSocket client before it is disconnected."""
     change_prune_interval_seconds: float = Field(default=300.0, gt=0)
-    # Rate limits ("N/second|minute|hour"); counters in Redis when redis_url is set.
+    """How often change-log entries older than the retention are pruned."""
     rate_limit_enabled: bool = True
+    """Rate limits on (`N/second`, `N/minute` or `N/hour` each); counters in Redis if set."""
     rate_limit_login: str = "5/minute"
+    """Logins per username."""
     rate_limit_login_ip: str = "20/minute"
+    """Logins per client address."""
     rate_limit_writes: str = "120/minute"
+    """Writes per user."""
     rate_limit_reads: str = "600/minute"
+    """Reads per user."""
     rate_limit_ws_connect: str = "30/minute"
+    """WebSocket connections per client address."""
     redis_url: SecretStr | None = None
+    """Redis for rate-limit counters shared by every process (otherwise per process)."""
     redis_key_prefix: str = Field(default="orch", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
-    # Peers whose X-Forwarded-For is believed (addresses or networks, e.g. 10.0.0.0/8).
+    """Prefix of this instance's Redis keys."""
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    # When set, /metrics needs `Authorization: Bearer <token>` from every client.
+    """Comma-separated proxies (addresses or networks) whose `X-Forwarded-For` is believed."""
     metrics_token: SecretStr | None = None
+    """When set, `/metrics` needs `Authorization: Bearer <token>`."""
+    # Crash tests only (ignored unless environment is "test"): see orchestrator.faults.
+    fault_point: str | None = None
+    fault_after: int = Field(default=0, ge=0)
+    fault_probability: float | None = Field(default=None, ge=0, le=1)
+    fault_seed: int = 0
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -133,6 +173,9 @@ class Settings(BaseSettings):
             raise ValueError(f"ORCH_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes")
         if secret.lower() in KNOWN_DEFAULT_SECRETS:
             raise ValueError("ORCH_SECRET_KEY is a known default; generate a random one")
+        admin = self.admin_password.get_secret_value() if self.admin_password else ""
+        if admin and (admin.lower() in KNOWN_DEFAULT_PASSWORDS or len(admin) < 12):
+            raise ValueError("ORCH_ADMIN_PASSWORD is too weak for production")
         if "*" in self.cors_origins and self.cors_allow_credentials:
             raise ValueError("a wildcard CORS origin cannot be combined with credentials")
         return self

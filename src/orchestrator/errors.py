@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.db import DatabaseUnavailable
@@ -124,14 +125,39 @@ def error_response(
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-def _field(loc: Sequence[Any]) -> str:
+_MAX_FIELD = 100
+
+
+def _field(error: Mapping[str, Any]) -> str:
+    loc: Sequence[Any] = error.get("loc", ())
+    if error.get("type") == "json_invalid":
+        return "body"  # the location is a character offset, not a field
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or str(loc[0] if loc else "body")
+    # An unexpected field's name comes from the client: keep it short.
+    return ".".join(parts)[:_MAX_FIELD] or str(loc[0] if loc else "body")
 
 
 def validation_details(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """Field and reason for each problem; never the submitted value."""
-    return [{"field": _field(e.get("loc", ())), "reason": str(e.get("msg", ""))} for e in errors]
+    return [{"field": _field(e), "reason": str(e.get("msg", ""))} for e in errors]
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    routes = request.app.router.routes
+    methods = {
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    }
+    if "GET" in methods:
+        methods.add("HEAD")  # served as GET without the body, on every GET route
+    return ", ".join(sorted(methods))
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -153,9 +179,11 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
     if status == 404 and message == "Not Found":
         message = "No such resource"
+    headers = dict(exc.headers or {})
     if status == 405:
         message = "Method not allowed"
-    return error_response(request.scope, status, message, headers=exc.headers)
+        headers["Allow"] = allowed_methods(request)
+    return error_response(request.scope, status, message, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

@@ -251,6 +251,10 @@ async def test_since_older_than_retention_gets_resync_required(stack: Stack) -> 
         assert reply["type"] == "resync_required"
         # After reloading, subscribing from the given revision works.
         assert (await subscribe(ws, ["tasks"], since=current))["type"] == "subscribed"
+        # A refused resubscription leaves the running one alone.
+        assert (await subscribe(ws, ["jobs"], since=0))["type"] == "resync_required"
+        revision = await stack.write_task("still streaming")
+        assert (await recv_json(ws))["revision"] == revision
 
 
 async def test_unsubscribe_and_ping(stack: Stack) -> None:

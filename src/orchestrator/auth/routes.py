@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from orchestrator.auth.deps import services_of
-from orchestrator.auth.users import MAX_PASSWORD, MAX_USERNAME, get_user
+from orchestrator.auth.users import MAX_PASSWORD, MAX_USERNAME, verify_credentials
 from orchestrator.errors import Unauthorized
 from orchestrator.http.etag import canonical_json
 
@@ -29,14 +29,13 @@ class TokenResponse(BaseModel):
 
 
 async def login(body: LoginRequest, request: Request) -> Response:
+    # The lengths are already checked by `LoginRequest`: nothing too long reaches argon2.
     services = services_of(request)
     await services.rate_limits.check_login(request.scope, username=body.username)
-    user = await get_user(services.db, username=body.username)
-    usable = user is not None and not user.disabled
-    ok = await services.passwords.verify(
-        user.password_hash if usable and user else None, body.password
+    user = await verify_credentials(
+        services.db, services.passwords, username=body.username, password=body.password
     )
-    if not ok or user is None:
+    if user is None:
         request.state.login_failed = True
         raise Unauthorized("Invalid username or password")
     token = services.tokens.issue(user.username)

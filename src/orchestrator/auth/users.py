@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, cast
 
+from orchestrator.auth.passwords import Passwords
 from orchestrator.changes.log import Change, record_change
 from orchestrator.db import ConstraintViolation, Database, Row
 from orchestrator.errors import Conflict, NotFound, Unprocessable
-from orchestrator.timestamps import as_utc
+from orchestrator.timestamps import as_utc, iso
 
 Role = Literal["admin", "member", "viewer", "worker"]
 ROLES: tuple[Role, ...] = ("admin", "member", "viewer", "worker")
@@ -51,12 +52,25 @@ def _user(row: Row) -> User:
 _COLUMNS = "id, username, role, disabled, tokens_valid_after, password_hash, created_at"
 
 
+_PASSWORD_RULE = {
+    "field": "password",
+    "reason": f"{MIN_PASSWORD} to {MAX_PASSWORD} characters",
+}
+
+
+def check_new_password(password: str) -> None:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise Unprocessable("Invalid password", details=[_PASSWORD_RULE])
+
+
 def check_new_credentials(*, username: str, password: str, role: str) -> None:
     problems = []
     if not USERNAME.match(username):
-        problems.append({"field": "username", "reason": "1-150 of letters, digits, . _ @ -"})
+        problems.append(
+            {"field": "username", "reason": "1 to 150 letters, digits, '.', '_', '@' or '-'"}
+        )
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        problems.append({"field": "password", "reason": f"{MIN_PASSWORD}-{MAX_PASSWORD} chars"})
+        problems.append(_PASSWORD_RULE)
     if role not in ROLES:
         problems.append({"field": "role", "reason": f"one of {', '.join(ROLES)}"})
     if problems:
@@ -68,6 +82,33 @@ async def get_user(db: Database, *, username: str) -> User | None:
         f"SELECT {_COLUMNS} FROM users WHERE username_key = :key", {"key": username_key(username)}
     )
     return _user(row) if row else None
+
+
+async def verify_credentials(
+    db: Database, passwords: Passwords, *, username: str, password: str
+) -> User | None:
+    """The enabled user these credentials belong to, or None.
+
+    Exactly one argon2 verification on every path: an unknown or disabled user is verified
+    against the dummy hash, so a failure costs the same whatever its cause.
+    """
+    user = await get_user(db, username=username)
+    candidate = user if user is not None and not user.disabled else None
+    matched = await passwords.verify(
+        candidate.password_hash if candidate is not None else None, password
+    )
+    return candidate if matched else None
+
+
+def user_body(user: User) -> dict[str, object]:
+    """A user as clients see it: never the hash."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role,
+        "disabled": user.disabled,
+        "created_at": iso(user.created_at),
+    }
 
 
 async def list_users(db: Database) -> list[User]:

@@ -168,11 +168,20 @@ class Subscriber:
                 oldest = await oldest_retained_revision(hub.db)
                 if since > current or (oldest is not None and since + 1 < oldest):
                     raise ResyncRequired(current)
-        except BaseException:
-            if was_live:
-                self._go_live()
-            else:
+        except Exception:
+            if not was_live:
                 self.close()
+                raise
+            # Back to streaming what was subscribed before, through the buffer (or the log,
+            # should the buffer have overflowed meanwhile).
+            try:
+                await self._catch_up(until_known=self.position)
+            except Exception as exc:
+                self.close()
+                raise ReplayInterrupted(str(exc)) from exc
+            raise
+        except BaseException:
+            self.close()
             raise
         start = since if since is not None else delivered
         for name in self.collections:

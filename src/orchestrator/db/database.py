@@ -8,11 +8,12 @@ PostgreSQL runs on an asyncpg pool. Both take SQL with `:name` parameters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
 import re
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 import asyncpg
+
+from orchestrator.faults import NO_FAULTS, Faults
 
 Row = Mapping[str, Any]
 Params = Mapping[str, Any] | None
@@ -58,6 +61,7 @@ class Database(Protocol):
     """What the domain packages need from a backend."""
 
     dialect: Dialect
+    faults: Faults
 
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None: ...
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]: ...
@@ -66,6 +70,9 @@ class Database(Protocol):
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
+
+# A real read of our own schema: `SELECT 1` would not even touch a SQLite file.
+_PING = "SELECT revision FROM revision_counter WHERE id = 1"
 
 # --------------------------------------------------------------------------- SQLite
 
@@ -112,6 +119,72 @@ class _SqliteTransaction:
         return await self._db._on_writer(lambda c: c.execute(sql, _adapt(params)).rowcount)
 
 
+class _SqliteThreads:
+    """Threads that each own one connection and run the calls put on their shared queue.
+
+    Cheaper per call than `run_in_executor` (which chains a concurrent Future to an asyncio
+    one): the thread hands the outcome straight to the caller's future with
+    `call_soon_threadsafe`. A read is on the path of nearly every request, and the executor's
+    bookkeeping cost more CPU than the read itself.
+    """
+
+    def __init__(self, count: int, name: str, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._stopped = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        if self._stopped:
+            raise RuntimeError("the database is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((fn, loop, future))
+        return future
+
+    def _work(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while (job := self._jobs.get()) is not None:
+                fn, loop, future = job
+                try:
+                    if conn is None:  # opened here: a connection belongs to its thread
+                        conn = self._connect()
+                    outcome: tuple[Any, BaseException | None] = (fn(conn), None)
+                except BaseException as exc:
+                    outcome = (None, exc)
+                with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+                    loop.call_soon_threadsafe(_settle, future, *outcome)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def shutdown(self) -> None:
+        """Finish the queued calls, close the connections and end the threads."""
+        self._stopped = True
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
+_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class SqliteDatabase:
     """SQLite in WAL mode: one writer thread, a small pool of reader threads."""
 
@@ -120,22 +193,19 @@ class SqliteDatabase:
     def __init__(self, path: Path, *, readers: int = 2, busy_timeout_ms: int = 30_000) -> None:
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
-        self._local = threading.local()
-        self._writer = ThreadPoolExecutor(1, "sqlite-writer", initializer=self._open_conn)
-        self._readers = ThreadPoolExecutor(readers, "sqlite-reader", initializer=self._open_conn)
+        self._writer = _SqliteThreads(1, "sqlite-writer", self._connect)
+        self._readers = _SqliteThreads(readers, "sqlite-reader", self._connect)
         self._write_lock = asyncio.Lock()
         self._after_commit: list[Callable[[], None]] = []
         self._closed = False
+        self.faults = NO_FAULTS
 
-    def _open_conn(self) -> None:
-        self._local.conn = _sqlite_connect(str(self.path), busy_timeout_ms=self._busy_timeout_ms)
+    def _connect(self) -> sqlite3.Connection:
+        return _sqlite_connect(str(self.path), busy_timeout_ms=self._busy_timeout_ms)
 
-    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            return fn(self._local.conn)
-
+    async def _run(self, pool: _SqliteThreads, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, call)
+            return await pool.submit(fn)
         except sqlite3.IntegrityError as exc:
             raise ConstraintViolation(str(exc)) from exc
         except sqlite3.OperationalError as exc:
@@ -166,27 +236,21 @@ class SqliteDatabase:
             except BaseException:
                 await asyncio.shield(self._on_writer(lambda c: c.execute("ROLLBACK")))
                 raise
+            self.faults.reach("before_commit")
             await asyncio.shield(self._on_writer(lambda c: c.execute("COMMIT")))
+            self.faults.reach("after_commit_before_publish")
         for callback in self._after_commit:
             callback()
 
     async def ping(self) -> None:
-        await self.fetch_one("SELECT 1")
+        await self.fetch_one(_PING)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-
-        def close_conn() -> None:
-            conn = getattr(self._local, "conn", None)
-            if conn is not None:
-                conn.close()
-
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, close_conn)
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
+        self._writer.shutdown()
+        self._readers.shutdown()
 
 
 # ----------------------------------------------------------------------- PostgreSQL
@@ -263,6 +327,7 @@ class PostgresDatabase:
         self._pool: asyncpg.Pool[Any] | None = None
         self._pool_lock = asyncio.Lock()
         self._after_commit: list[Callable[[], None]] = []
+        self.faults = NO_FAULTS
 
     async def _get_pool(self) -> asyncpg.Pool[Any]:
         if self._pool is not None:
@@ -286,18 +351,36 @@ class PostgresDatabase:
     async def _connection(self) -> AsyncIterator[Any]:
         pool = await self._get_pool()
         try:
-            async with pool.acquire(timeout=self.timeout) as conn:
-                yield conn
+            conn = await pool.acquire(timeout=self.timeout)
         except _PG_UNAVAILABLE as exc:
             raise DatabaseUnavailable(type(exc).__name__) from exc
+        try:
+            yield conn
+        except _PG_UNAVAILABLE as exc:
+            # A connection whose statement timed out would make the release wait for the
+            # server to confirm the cancel (another full timeout when it hangs): drop it.
+            conn.terminate()
+            raise DatabaseUnavailable(type(exc).__name__) from exc
+        except asyncio.CancelledError:
+            conn.terminate()  # cancelled mid-statement (a deadline): same reason
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def _read(self, call: Callable[[_PgTransaction], Awaitable[T]]) -> T:
+        # One deadline for acquire (which may connect) and the statement together.
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self._connection() as conn:
+                    return await call(_PgTransaction(conn, self.timeout))
+        except TimeoutError as exc:
+            raise DatabaseUnavailable("TimeoutError") from exc
 
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None:
-        async with self._connection() as conn:
-            return await _PgTransaction(conn, self.timeout).fetch_one(sql, params)
+        return await self._read(lambda tx: tx.fetch_one(sql, params))
 
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]:
-        async with self._connection() as conn:
-            return await _PgTransaction(conn, self.timeout).fetch_all(sql, params)
+        return await self._read(lambda tx: tx.fetch_all(sql, params))
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.append(callback)
@@ -308,13 +391,15 @@ class PostgresDatabase:
             try:
                 async with conn.transaction():
                     yield _PgTransaction(conn, self.timeout)
+                    self.faults.reach("before_commit")
             except _PG_UNAVAILABLE as exc:
                 raise DatabaseUnavailable(type(exc).__name__) from exc
+            self.faults.reach("after_commit_before_publish")
         for callback in self._after_commit:
             callback()
 
     async def ping(self) -> None:
-        await self.fetch_one("SELECT 1")
+        await self.fetch_one(_PING)
 
     async def listen(
         self, channel: str, callback: Callable[[str], None]

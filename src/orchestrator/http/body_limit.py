@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.errors import error_response
 
 
-class BodyTooLarge(Exception):
-    """Raised inside `receive` when a streamed body passes the limit."""
+class BodyTooLarge(HTTPException):
+    """Raised inside `receive` when a streamed body passes the limit.
+
+    An `HTTPException`, because FastAPI re-raises those from its body parsing (anything else
+    becomes a 400) and the exception handlers then answer 413 in the envelope.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413, f"The request body is larger than {limit} bytes", headers={"Connection": "close"}
+        )
 
 
 class BodyLimitMiddleware:
@@ -36,7 +46,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -48,15 +58,15 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
+            # Only reached when the body was read outside a route (the handlers answer inside).
             if not started:
                 await self._too_large(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self.max_bytes
         response = error_response(
             scope,
             413,
-            f"The request body is larger than {limit} bytes",
+            f"The request body is larger than {self.max_bytes} bytes",
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)

@@ -35,9 +35,12 @@ def check_storable_json(value: Any, *, depth: int = 0) -> None:
             check_storable_json(item, depth=depth + 1)
 
 
+# The schema says what the stripping means: at least one character that is not whitespace.
+TITLE_PATTERN = r"\S"
 Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE),
     AfterValidator(storable),
+    Field(json_schema_extra={"pattern": TITLE_PATTERN}),
 ]
 Description = Annotated[str, Field(max_length=MAX_DESCRIPTION), AfterValidator(storable)]

@@ -6,7 +6,7 @@ import math
 from typing import Annotated, Any
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from orchestrator.http.etag import canonical_json
 from orchestrator.http.text import Description, Title, check_storable_json, storable
@@ -43,6 +43,13 @@ def _payload(value: dict[str, Any]) -> dict[str, Any]:
 Payload = Annotated[dict[str, Any], AfterValidator(_payload)]
 
 
+def _whole(value: Any) -> Any:
+    # JSON (and its schema's "integer") does not tell 4 from 4.0; strict mode would.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class JobCreate(BaseModel):
     """The contract's `title` and `description`, plus how a worker should run the job."""
 
@@ -52,5 +59,5 @@ class JobCreate(BaseModel):
     description: Description | None = None
     queue: Queue = "default"
     payload: Payload | None = None
-    priority: Annotated[int, Field(ge=-INT32, le=INT32)] = 0
-    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    priority: Annotated[int, Field(ge=-INT32, le=INT32), BeforeValidator(_whole)] = 0
+    max_attempts: Annotated[int, Field(ge=1, le=100), BeforeValidator(_whole)] = 3

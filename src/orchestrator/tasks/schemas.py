@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from typing import Annotated
 
-from orchestrator.http.text import Description, Title
+from pydantic import BaseModel, ConfigDict, WithJsonSchema, model_validator
+
+from orchestrator.http.text import MAX_TITLE, TITLE_PATTERN, Description, Title
 
 
 class TaskCreate(BaseModel):
@@ -17,9 +19,15 @@ class TaskCreate(BaseModel):
 class TaskPatch(BaseModel):
     """Title and/or description; an explicit `null` description clears it."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
 
-    title: Title | None = None
+    # Optional but never null: say so in the schema, not only in the validator below.
+    title: Annotated[
+        Title | None,
+        WithJsonSchema(
+            {"type": "string", "minLength": 1, "maxLength": MAX_TITLE, "pattern": TITLE_PATTERN}
+        ),
+    ] = None
     description: Description | None = None
 
     @model_validator(mode="after")

@@ -1,0 +1,139 @@
+"""Request bodies are JSON or nothing: 415 for another content type, 422 (as for any other
+invalid body) for JSON that is malformed or ambiguous (NaN, duplicate keys, lone surrogates,
+too deep, numbers that do not fit) or holds NUL characters, which no database column can store
+faithfully. Checked once, before any route."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orchestrator.errors import error_response
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def is_json(content_type: bytes) -> bool:
+    """`application/json` or `application/*+json`, with an optional UTF-8 charset."""
+    media, _, params = content_type.decode("latin-1").partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return False
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            return False
+    return True
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _Rejected(422, "The request body has duplicate keys")
+    for key in result:
+        if "\x00" in key:
+            raise _Rejected(422, "The request body contains a NUL character")
+    return result
+
+
+def _no_nul(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise _Rejected(422, "The request body contains a NUL character")
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def check_json(body: bytes) -> None:
+    """Raise `_Rejected` unless `body` is one unambiguous JSON document."""
+    try:
+        # orjson refuses invalid UTF-8, lone surrogates, NaN/Infinity, numbers that overflow
+        # a double and nesting past 1024, without recursing on our stack.
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _Rejected(422, f"The request body is not valid JSON: {exc.msg}") from exc
+    try:
+        # orjson keeps the last of duplicate keys silently; a second, strict pass refuses them.
+        value = json.loads(body, object_pairs_hook=_unique_keys)
+    except (RecursionError, ValueError) as exc:
+        raise _Rejected(422, "The request body is not valid JSON") from exc
+    _no_nul(value)
+
+
+class JsonContentTypeMiddleware:
+    """Every request that carries a body must be JSON, and well-formed JSON at that."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        has_body = False
+        content_type: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                has_body = value.strip() not in (b"0", b"")
+            elif name == b"transfer-encoding":
+                has_body = True
+            elif name == b"content-type":
+                content_type = value
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        if content_type is None or not is_json(content_type):
+            refusal = "The request body must be JSON (Content-Type: application/json)"
+            await error_response(scope, 415, refusal)(scope, receive, send)
+            return
+        # The body limit (outside us) bounds what we buffer here.
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if body:
+            try:
+                check_json(body)
+            except _Rejected as rejected:
+                response = error_response(
+                    scope,
+                    rejected.status,
+                    "The request is not valid",
+                    error_type="validation_error",
+                    details=[{"field": "body", "reason": rejected.message}],
+                )
+                await response(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -1,0 +1,128 @@
+"""The database port: SQLite settings, concurrent writers, a held lock never stalls the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC
+from typing import Any
+
+import httpx
+import pytest
+
+from orchestrator.auth.users import create_user, get_user, list_users
+from orchestrator.db import open_database
+from orchestrator.db.database import SqliteDatabase
+from orchestrator.services import Services
+from tests.factories import ADMIN_PASSWORD
+
+FAKE_HASH = "$argon2id$v=19$m=65536,t=3,p=4$not-a-real-hash"
+
+
+# SQLite-specific tests take the backend fixture's place with one value.
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+
+
+@sqlite_only
+async def test_sqlite_runs_in_wal_with_foreign_keys_and_a_busy_timeout(
+    services: Services, backend: str
+) -> None:
+    db = services.db
+    assert isinstance(db, SqliteDatabase)
+    for pragma, expected in (("journal_mode", "wal"), ("foreign_keys", 1)):
+        row: Any = await db.fetch_one(f"PRAGMA {pragma}")
+        assert row[0] == expected
+    timeout: Any = await db.fetch_one("PRAGMA busy_timeout")
+    assert timeout[0] >= 5000
+
+
+async def test_timestamps_are_utc_with_an_explicit_offset(services: Services) -> None:
+    await create_user(services.db, username="tess", password_hash=FAKE_HASH, role="viewer")
+    user = await get_user(services.db, username="TESS")
+    assert user is not None
+    assert user.created_at.tzinfo is not None
+    assert user.created_at.utcoffset() is not None
+    assert user.created_at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    assert user.created_at.astimezone(UTC) == user.created_at
+    if services.db.dialect == "sqlite":
+        row = await services.db.fetch_one("SELECT created_at FROM users WHERE username = 'tess'")
+        assert row is not None
+        assert row["created_at"].endswith("+00:00")
+
+
+_CLI_WRITER = """
+import asyncio, sys
+from orchestrator.auth.users import create_user
+from orchestrator.db import open_database
+
+async def main():
+    db = open_database(sys.argv[1], timeout=5)
+    try:
+        await asyncio.gather(*(
+            create_user(db, username=f"cli-{i}", password_hash="h", role="member")
+            for i in range(int(sys.argv[2]))
+        ))
+    finally:
+        await db.close()
+
+asyncio.run(main())
+"""
+
+
+@sqlite_only
+async def test_concurrent_writers_on_one_file_never_see_database_is_locked(
+    settings: object, services: Services, backend: str
+) -> None:
+    """Two in-process databases and another process write the same file at once."""
+    assert isinstance(services.db, SqliteDatabase)
+    url = f"sqlite:///{services.db.path}"
+    other = open_database(url, timeout=5)
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CLI_WRITER, url, "30", stderr=subprocess.PIPE
+        )
+        writes = [
+            create_user(db, username=f"{name}-{i}", password_hash="h", role="member")
+            for i in range(30)
+            for name, db in (("one", services.db), ("two", other))
+        ]
+        await asyncio.gather(*writes)
+        _, stderr = await child.communicate()
+        assert child.returncode == 0, stderr.decode()
+        assert b"locked" not in stderr
+        names = {u.username for u in await list_users(services.db)}
+        assert len(names) == 1 + 30 * 3
+    finally:
+        await other.close()
+
+
+@sqlite_only
+async def test_a_held_write_lock_stalls_neither_health_nor_reads(
+    services: Services, client: httpx.AsyncClient, backend: str
+) -> None:
+    """Another connection holds the write lock: a write waits, everything else answers."""
+    assert isinstance(services.db, SqliteDatabase)
+    holder = sqlite3.connect(services.db.path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        write = asyncio.create_task(
+            create_user(services.db, username="waiting", password_hash="h", role="member")
+        )
+        # The write holds the in-process write lock once its BEGIN IMMEDIATE is on its way.
+        while not services.db._write_lock.locked():  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/healthz")).status_code == 200
+        login = await client.post(
+            "/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        assert login.status_code == 200
+        assert await get_user(services.db, username="admin") is not None
+        assert not write.done()  # all of the above answered while the write was still waiting
+        holder.execute("COMMIT")
+        user = await asyncio.wait_for(write, 30)
+        assert user.username == "waiting"
+    finally:
+        holder.close()

@@ -1,0 +1,47 @@
+"""The README documents every setting, exactly as `Settings` defines it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic.fields import FieldInfo
+
+from orchestrator.config import Settings
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+HEADER = "| Environment variable | Default | Meaning |\n|---|---|---|\n"
+
+
+def _default(field: FieldInfo) -> str:
+    value = field.get_default(call_default_factory=True)
+    if value is None or value == []:
+        return "(none)"
+    return f"`{value}`"
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from `Settings.model_fields`."""
+    rows = [
+        f"| `ORCH_{name.upper()}` | {_default(field)} | {field.description} |\n"
+        for name, field in Settings.model_fields.items()
+    ]
+    return HEADER + "".join(rows)
+
+
+def test_every_setting_has_a_description() -> None:
+    missing = [name for name, f in Settings.model_fields.items() if not f.description]
+    assert not missing, f"give these settings a docstring: {missing}"
+
+
+def test_readme_table_matches_settings() -> None:
+    text = README.read_text()
+    table = settings_table()
+    assert table in text, "README's settings table is out of date; replace it with:\n\n" + table
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    lines = README.read_text().splitlines()
+    fence = lines.index("```sh")
+    assert lines[fence + 1].startswith("make run ")
+    assert lines[fence + 2].startswith("make test ")
+    assert lines[fence + 3] == "```"
