@@ -21,6 +21,8 @@ from orchestrator.health import router as health_router
 from orchestrator.http.body_limit import BodyLimitMiddleware
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
+from orchestrator.jobs.lease_routes import router as lease_router
+from orchestrator.jobs.sweeper import Sweeper
 from orchestrator.observability.access_log import AccessLogMiddleware
 from orchestrator.services import Services
 
@@ -52,12 +54,15 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
+        sweeper = Sweeper(services.db, interval=settings.lease_sweep_seconds)
         try:
             await ensure_admin(services.db, settings, services.passwords)
             await services.passwords.warm_up()
             await services.feed.start()
+            sweeper.start()
             yield
         finally:
+            await sweeper.stop()
             await services.feed.stop()
             await services.db.close()
 
@@ -72,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(health_router)
     app.include_router(auth_router)
+    app.include_router(lease_router)
 
     # Outermost first: the request id must exist before anything logs or answers.
     app.add_middleware(UnhandledErrorMiddleware)

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     change_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     change_retention_hours: float = Field(default=24.0, gt=0)
     db_timeout_seconds: float = Field(default=1.5, gt=0, le=60)
+    # Workers: how often each process returns expired leases, and the retry backoff
+    # (base * 2^(attempt-1), capped).
+    lease_sweep_seconds: float = Field(default=2.0, gt=0, le=300)
+    retry_backoff_seconds: float = Field(default=2.0, ge=0, le=3600)
+    retry_backoff_max_seconds: float = Field(default=300.0, ge=0, le=86400)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
