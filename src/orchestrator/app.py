@@ -22,9 +22,11 @@ from orchestrator.http.body_limit import BodyLimitMiddleware
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
 from orchestrator.jobs.lease_routes import router as lease_router
+from orchestrator.jobs.routes import router as jobs_router
 from orchestrator.jobs.sweeper import Sweeper
 from orchestrator.observability.access_log import AccessLogMiddleware
 from orchestrator.services import Services
+from orchestrator.tasks.routes import router as tasks_router
 
 API_PREFIX = "/api/v1"
 
@@ -78,6 +80,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(lease_router)
+    app.include_router(jobs_router)
+    app.include_router(tasks_router)
 
     # Outermost first: the request id must exist before anything logs or answers.
     app.add_middleware(UnhandledErrorMiddleware)

@@ -1,0 +1,156 @@
+"""The contract's job endpoints: create, list, read, delete."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from orchestrator.auth.deps import Reader, Writer, services_of
+from orchestrator.changes.log import collection_revision
+from orchestrator.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
+from orchestrator.http.etag import if_match_version
+from orchestrator.http.idempotency import (
+    DuplicateRequest,
+    idempotent_request,
+    replay,
+    stored_response,
+)
+from orchestrator.http.lists import (
+    PageRequest,
+    Position,
+    list_cache,
+    page_request,
+    serve_list,
+    single_param,
+)
+from orchestrator.http.resource_ids import resource_id
+from orchestrator.http.responses import conditional_get, data_response
+from orchestrator.jobs.queries import StoredJob, create_job, delete_job, get_job, list_jobs
+from orchestrator.jobs.records import JobStatus
+from orchestrator.jobs.schemas import JobCreate
+
+router = APIRouter(tags=["jobs"])
+
+JOBS = "/api/v1/jobs"
+STATUSES: tuple[str, ...] = get_args(JobStatus)
+_CONDITIONAL: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified (If-None-Match matched)"},
+    412: {"description": "If-Match did not match"},
+}
+
+
+def _location(job_id: str) -> str:
+    return f"{JOBS}/{job_id}"
+
+
+def _stale(current: StoredJob) -> PreconditionFailed:
+    return PreconditionFailed("The job has changed; fetch it again", headers={"ETag": current.etag})
+
+
+@router.post(JOBS, status_code=201, response_model=None, summary="Create a job")
+async def post_job(body: JobCreate, request: Request, user: Writer) -> Response:
+    db = services_of(request).db
+    idempotency = idempotent_request(
+        request.headers, user_id=user.id, method="POST", path=JOBS, payload=body.model_dump()
+    )
+    if idempotency is not None:
+        stored = await stored_response(db, idempotency)
+        if stored is not None:
+            return replay(stored, location=_location(stored.resource_id or ""))
+    try:
+        job = await create_job(
+            db,
+            title=body.title,
+            description=body.description,
+            created_by=user.username,
+            queue=body.queue,
+            payload=body.payload,
+            priority=body.priority,
+            max_attempts=body.max_attempts,
+            idempotency=idempotency,
+        )
+    except DuplicateRequest:
+        assert idempotency is not None
+        stored = await stored_response(db, idempotency)
+        if stored is None:
+            raise Conflict("A request with this Idempotency-Key is in progress") from None
+        return replay(stored, location=_location(stored.resource_id or ""))
+    return data_response(job.body, job.etag, status=201, headers={"Location": _location(job.id)})
+
+
+@router.get(JOBS, response_model=None, responses=_CONDITIONAL, summary="List jobs")
+async def get_job_list(request: Request, user: Reader) -> Response:
+    params = request.query_params
+    status = single_param(params, "status")
+    if status is not None and status not in STATUSES:
+        raise Unprocessable(
+            "Invalid status",
+            details=[{"field": "status", "reason": f"one of {', '.join(STATUSES)}"}],
+        )
+    page = page_request(params)
+    services = services_of(request)
+    db = services.db
+
+    async def read(page: PageRequest) -> tuple[list[dict[str, Any]], Position | None]:
+        return await list_jobs(db, status=status, after=page.after, limit=page.limit)
+
+    return await serve_list(
+        request,
+        cache=list_cache(services.extras),
+        revision=await collection_revision(db, "jobs"),
+        key=("jobs", status),
+        page=page,
+        read=read,
+        envelope=lambda items: {"jobs": items},
+        link_params=[("status", status)] if status is not None else (),
+    )
+
+
+@router.get(
+    f"{JOBS}/{{job_id}}",
+    response_model=None,
+    responses={**_CONDITIONAL, 404: {"description": "No such job"}},
+    summary="Read a job",
+)
+async def get_one_job(job_id: str, request: Request, user: Reader) -> Response:
+    job = await get_job(services_of(request).db, job_id=resource_id(job_id, what="job"))
+    if job is None:
+        raise NotFound("No such job")
+    return conditional_get(request, job.etag) or data_response(job.body, job.etag)
+
+
+@router.delete(
+    f"{JOBS}/{{job_id}}",
+    status_code=204,
+    response_model=None,
+    responses={
+        403: {"description": "Only the job's creator or an admin may delete it"},
+        404: {"description": "No such job"},
+        412: {"description": "If-Match is stale; the current ETag is in the response"},
+    },
+    summary="Delete a job (creator or admin; honours If-Match)",
+)
+async def delete_one_job(job_id: str, request: Request, user: Writer) -> Response:
+    db = services_of(request).db
+    job_id = resource_id(job_id, what="job")
+    current = await get_job(db, job_id=job_id)
+    if current is None:
+        raise NotFound("No such job")
+    if user.role != "admin" and current.created_by != user.username:
+        raise Forbidden("Only the job's creator or an admin may delete it")
+    expected: int | None = None
+    header = request.headers.get("if-match")
+    if header is not None:
+        star, tags = if_match_version(header)
+        if not star:
+            if current.etag not in tags:
+                raise _stale(current)
+            expected = current.version
+    if not await delete_job(db, job_id=job_id, expected_version=expected):
+        latest = await get_job(db, job_id=job_id)
+        if latest is None:
+            raise NotFound("No such job")
+        raise _stale(latest)
+    return Response(status_code=204)

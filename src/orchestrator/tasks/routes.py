@@ -1,0 +1,170 @@
+"""Collaboration tasks over HTTP: create, list, read, and edits guarded by `If-Match`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from orchestrator.auth.deps import Reader, Writer, services_of
+from orchestrator.changes.log import collection_revision
+from orchestrator.errors import Conflict, NotFound, PreconditionFailed
+from orchestrator.http.etag import if_match_version
+from orchestrator.http.idempotency import (
+    DuplicateRequest,
+    idempotent_request,
+    replay,
+    stored_response,
+)
+from orchestrator.http.lists import PageRequest, Position, list_cache, page_request, serve_list
+from orchestrator.http.resource_ids import resource_id
+from orchestrator.http.responses import conditional_get, data_response
+from orchestrator.tasks.queries import (
+    StoredTask,
+    create_task,
+    delete_task,
+    get_task,
+    list_tasks,
+    update_task,
+)
+from orchestrator.tasks.schemas import TaskCreate, TaskPatch
+
+router = APIRouter(tags=["tasks"])
+
+TASKS = "/api/v1/collab/tasks"
+TASK_LIST = "/api/v1/collab/state/tasks"
+_CONDITIONAL: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified (If-None-Match matched)"},
+    412: {"description": "If-Match did not match"},
+}
+_GUARDED: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such task"},
+    412: {"description": "If-Match is stale; the current ETag is in the response"},
+    428: {"description": "If-Match is required"},
+}
+
+
+def _location(task_id: str) -> str:
+    return f"{TASKS}/{task_id}"
+
+
+def _stale(current: StoredTask) -> PreconditionFailed:
+    return PreconditionFailed(
+        "The task has changed; fetch it again", headers={"ETag": current.etag}
+    )
+
+
+@router.post(TASKS, status_code=201, response_model=None, summary="Create a task")
+async def post_task(body: TaskCreate, request: Request, user: Writer) -> Response:
+    db = services_of(request).db
+    idempotency = idempotent_request(
+        request.headers, user_id=user.id, method="POST", path=TASKS, payload=body.model_dump()
+    )
+    if idempotency is not None:
+        stored = await stored_response(db, idempotency)
+        if stored is not None:
+            return replay(stored, location=_location(stored.resource_id or ""))
+    try:
+        task = await create_task(
+            db,
+            title=body.title,
+            description=body.description,
+            created_by=user.username,
+            idempotency=idempotency,
+        )
+    except DuplicateRequest:
+        assert idempotency is not None
+        stored = await stored_response(db, idempotency)
+        if stored is None:
+            raise Conflict("A request with this Idempotency-Key is in progress") from None
+        return replay(stored, location=_location(stored.resource_id or ""))
+    return data_response(task.body, task.etag, status=201, headers={"Location": _location(task.id)})
+
+
+@router.get(TASK_LIST, response_model=None, responses=_CONDITIONAL, summary="List tasks")
+async def get_task_list(request: Request, user: Reader) -> Response:
+    page = page_request(request.query_params)
+    services = services_of(request)
+    db = services.db
+
+    async def read(page: PageRequest) -> tuple[list[dict[str, Any]], Position | None]:
+        return await list_tasks(db, after=page.after, limit=page.limit)
+
+    return await serve_list(
+        request,
+        cache=list_cache(services.extras),
+        revision=await collection_revision(db, "tasks"),
+        key="tasks",
+        page=page,
+        read=read,
+        envelope=lambda items: {"kind": "tasks", "items": items},
+    )
+
+
+@router.get(
+    f"{TASKS}/{{task_id}}",
+    response_model=None,
+    responses={**_CONDITIONAL, 404: {"description": "No such task"}},
+    summary="Read a task",
+)
+async def get_one_task(task_id: str, request: Request, user: Reader) -> Response:
+    task = await get_task(services_of(request).db, task_id=resource_id(task_id, what="task"))
+    if task is None:
+        raise NotFound("No such task")
+    return conditional_get(request, task.etag) or data_response(task.body, task.etag)
+
+
+@router.patch(
+    f"{TASKS}/{{task_id}}",
+    response_model=None,
+    responses=_GUARDED,
+    summary="Edit a task's title and/or description (If-Match required)",
+)
+async def patch_task(task_id: str, body: TaskPatch, request: Request, user: Writer) -> Response:
+    db = services_of(request).db
+    task_id = resource_id(task_id, what="task")
+    current = await get_task(db, task_id=task_id)
+    if current is None:
+        raise NotFound("No such task")
+    star, tags = if_match_version(request.headers.get("if-match"))
+    if not star and current.etag not in tags:
+        raise _stale(current)
+    updated = await update_task(
+        db,
+        task_id=task_id,
+        expected_version=None if star else current.version,
+        changes=body.changes(),
+    )
+    if updated is None:  # changed or deleted between our read and the guarded write
+        latest = await get_task(db, task_id=task_id)
+        if latest is None:
+            raise NotFound("No such task")
+        raise _stale(latest)
+    return data_response(updated.body, updated.etag)
+
+
+@router.delete(
+    f"{TASKS}/{{task_id}}",
+    status_code=204,
+    response_model=None,
+    responses=_GUARDED,
+    summary="Delete a task (If-Match required)",
+)
+async def delete_one_task(task_id: str, request: Request, user: Writer) -> Response:
+    db = services_of(request).db
+    task_id = resource_id(task_id, what="task")
+    current = await get_task(db, task_id=task_id)
+    if current is None:
+        raise NotFound("No such task")
+    star, tags = if_match_version(request.headers.get("if-match"))
+    if not star and current.etag not in tags:
+        raise _stale(current)
+    if not await delete_task(
+        db, task_id=task_id, expected_version=None if star else current.version
+    ):
+        latest = await get_task(db, task_id=task_id)
+        if latest is None:
+            raise NotFound("No such task")
+        raise _stale(latest)
+    return Response(status_code=204)
