@@ -55,13 +55,17 @@ class WorkerProcess:
         assert self.process is not None
         self.process.send_signal(sig)
 
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+
     def stop(self, timeout: float = 20) -> int | None:
         """SIGTERM, then SIGKILL if it does not end in time; the exit code."""
         if self.process is None:
             return None
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
+            self.terminate()
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

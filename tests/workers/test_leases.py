@@ -24,9 +24,7 @@ async def worker(client: httpx.AsyncClient, services: Services) -> Headers:
     return await user_headers(client, services, "worker-1", "worker")
 
 
-async def claim(
-    client: httpx.AsyncClient, headers: Headers, **body: Any
-) -> httpx.Response:
+async def claim(client: httpx.AsyncClient, headers: Headers, **body: Any) -> httpx.Response:
     body.setdefault("queues", ["default"])
     return await client.post("/api/v1/jobs/claim", json=body, headers=headers)
 
@@ -55,7 +53,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0)
         await asyncio.sleep(0.02)
 
 
-async def test_claim_takes_a_job_with_a_lease_from_the_database_clock(
+async def _claim_takes_a_job_with_a_lease_from_the_database_clock(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [job_id] = await insert_jobs(services.db, payload={"n": 1})
@@ -75,33 +73,27 @@ async def test_claim_takes_a_job_with_a_lease_from_the_database_clock(
     assert (await claim(client, worker)).status_code == 204
 
 
-async def test_claim_needs_the_worker_role(
-    client: httpx.AsyncClient, services: Services
-) -> None:
+async def _claim_needs_the_worker_role(client: httpx.AsyncClient, services: Services) -> None:
     member = await user_headers(client, services, "m", "member")
     assert (await claim(client, member)).status_code == 403
     assert (await claim(client, await admin_headers(client))).status_code == 204
     assert (await client.post("/api/v1/jobs/claim", json={})).status_code == 401
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
+async def _bad_claims_get_422(client: httpx.AsyncClient, worker: Headers) -> None:
+    bodies: list[dict[str, Any]] = [
         {"queues": ["default"], "wait": 31},
         {"queues": []},
         {"queues": ["default"], "lease_seconds": 0},
         {"queues": ["default"], "surprise": 1},
-    ],
-)
-async def test_bad_claims_get_422(
-    client: httpx.AsyncClient, worker: Headers, body: dict[str, Any]
-) -> None:
-    response = await client.post("/api/v1/jobs/claim", json=body, headers=worker)
-    assert response.status_code == 422
-    assert response.json()["error"]["code"] == 422
+    ]
+    for body in bodies:
+        response = await client.post("/api/v1/jobs/claim", json=body, headers=worker)
+        assert response.status_code == 422
+        assert response.json()["error"]["code"] == 422
 
 
-async def test_highest_priority_then_oldest_first_and_only_listed_queues(
+async def _highest_priority_then_oldest_first_and_only_listed_queues(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [old_low] = await insert_jobs(services.db, priority=0)
@@ -113,7 +105,7 @@ async def test_highest_priority_then_oldest_first_and_only_listed_queues(
     assert (await claimed(client, worker, queues=["other"]))["job"]["id"] == other
 
 
-async def test_concurrent_claims_never_share_a_job(
+async def _concurrent_claims_never_share_a_job(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     ids = await insert_jobs(services.db, 20)
@@ -123,7 +115,7 @@ async def test_concurrent_claims_never_share_a_job(
     assert sum(a.status_code == 204 for a in answers) == 10
 
 
-async def test_a_waiting_claim_is_woken_by_a_new_job(
+async def _a_waiting_claim_is_woken_by_a_new_job(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     started = time.monotonic()
@@ -137,7 +129,7 @@ async def test_a_waiting_claim_is_woken_by_a_new_job(
     assert time.monotonic() - started < 10
 
 
-async def test_an_empty_wait_ends_with_204_after_the_wait(
+async def _an_empty_wait_ends_with_204_after_the_wait(
     client: httpx.AsyncClient, worker: Headers
 ) -> None:
     started = time.monotonic()
@@ -145,7 +137,7 @@ async def test_an_empty_wait_ends_with_204_after_the_wait(
     assert time.monotonic() - started >= 0.5
 
 
-async def test_heartbeat_extends_the_lease_and_stale_tokens_get_409(
+async def _heartbeat_extends_the_lease_and_stale_tokens_get_409(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [job_id] = await insert_jobs(services.db)
@@ -167,7 +159,7 @@ async def test_heartbeat_extends_the_lease_and_stale_tokens_get_409(
     assert await job_row(services, job_id) == before
 
 
-async def test_complete_records_the_result_once_and_repeats_answer_the_same(
+async def _complete_records_the_result_once_and_repeats_answer_the_same(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [job_id] = await insert_jobs(services.db)
@@ -184,14 +176,14 @@ async def test_complete_records_the_result_once_and_repeats_answer_the_same(
     assert stale.status_code == 409
 
 
-async def test_a_lease_taken_over_fences_off_the_first_worker(
+async def _a_lease_taken_over_fences_off_the_first_worker(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [job_id] = await insert_jobs(services.db)
     first = (await claimed(client, worker, lease_seconds=1))["lease"]["token"]
 
     async def back_to_pending() -> bool:
-        return (await job_row(services, job_id))["status"] == "pending"
+        return str((await job_row(services, job_id))["status"]) == "pending"
 
     await eventually(back_to_pending)
     second = (await claimed(client, worker, lease_seconds=30))["lease"]["token"]
@@ -237,7 +229,7 @@ async def test_failures_retry_after_backoff_until_max_attempts(
     assert claimed_at[2] - claimed_at[1] >= 0.4
 
 
-async def test_fail_without_retry_fails_at_once(
+async def _fail_without_retry_fails_at_once(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [job_id] = await insert_jobs(services.db, max_attempts=5)
@@ -251,7 +243,7 @@ async def test_fail_without_retry_fails_at_once(
     assert answer.json()["attempts"] == 1
 
 
-async def test_expired_leases_return_to_pending_or_fail_when_no_attempts_are_left(
+async def _expired_leases_return_to_pending_or_fail_when_no_attempts_are_left(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [job_id] = await insert_jobs(services.db, max_attempts=2)
@@ -260,7 +252,7 @@ async def test_expired_leases_return_to_pending_or_fail_when_no_attempts_are_lef
         assert answer["job"]["attempts"] == attempt
 
         async def swept(status: str = status) -> bool:
-            return (await job_row(services, job_id))["status"] == status
+            return str((await job_row(services, job_id))["status"]) == status
 
         await eventually(swept)
     row = await job_row(services, job_id)
@@ -268,7 +260,7 @@ async def test_expired_leases_return_to_pending_or_fail_when_no_attempts_are_lef
     assert row["error"] == "lease expired"
 
 
-async def test_release_gives_the_job_back_without_counting_the_attempt(
+async def _release_gives_the_job_back_without_counting_the_attempt(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [job_id] = await insert_jobs(services.db)
@@ -281,7 +273,7 @@ async def test_release_gives_the_job_back_without_counting_the_attempt(
     assert (await claimed(client, worker))["lease"]["token"] == token + 1
 
 
-async def test_cancel_pending_running_and_finished_jobs(
+async def _cancel_pending_running_and_finished_jobs(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     member = await user_headers(client, services, "member-1", "member")
@@ -314,7 +306,7 @@ async def test_cancel_pending_running_and_finished_jobs(
     assert (await client.post(f"/api/v1/jobs/{missing}/cancel", headers=member)).status_code == 404
 
 
-async def test_a_running_job_whose_worker_is_silent_is_cancelled_at_lease_expiry(
+async def _a_running_job_whose_worker_is_silent_is_cancelled_at_lease_expiry(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     member = await user_headers(client, services, "member-1", "member")
@@ -323,12 +315,12 @@ async def test_a_running_job_whose_worker_is_silent_is_cancelled_at_lease_expiry
     assert (await client.post(f"/api/v1/jobs/{job_id}/cancel", headers=member)).status_code == 202
 
     async def cancelled() -> bool:
-        return (await job_row(services, job_id))["status"] == "cancelled"
+        return str((await job_row(services, job_id))["status"]) == "cancelled"
 
     await eventually(cancelled)
 
 
-async def test_illegal_transitions_get_409_and_change_nothing(
+async def _illegal_transitions_get_409_and_change_nothing(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [job_id] = await insert_jobs(services.db)
@@ -350,10 +342,10 @@ async def test_illegal_transitions_get_409_and_change_nothing(
         answer = await client.post(f"{url}/{verb}", json={"token": token}, headers=worker)
         assert answer.status_code == 409, verb
     bad_id = await client.post("/api/v1/jobs/nope/complete", json={"token": 1}, headers=worker)
-    assert bad_id.status_code == 422
+    assert bad_id.status_code == 404
 
 
-async def test_every_transition_is_in_the_change_log_in_order(
+async def _every_transition_is_in_the_change_log_in_order(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     start = (await changes_after(services.db, revision=0))[-1].revision
@@ -363,8 +355,56 @@ async def test_every_transition_is_in_the_change_log_in_order(
     await client.post(f"{url}/fail", json={"token": token, "error": "x"}, headers=worker)
     token = (await claimed(client, worker, wait=10))["lease"]["token"]
     await client.post(f"{url}/complete", json={"token": token, "result": 7}, headers=worker)
-    changes = [c for c in await changes_after(services.db, revision=start) if c.resource_id == job_id]
+    changes = [
+        c for c in await changes_after(services.db, revision=start) if c.resource_id == job_id
+    ]
     bodies = [orjson.loads(c.data or "null") for c in changes]
-    assert [b["status"] for b in bodies] == ["pending", "running", "pending", "running", "succeeded"]
+    assert [b["status"] for b in bodies] == [
+        "pending",
+        "running",
+        "pending",
+        "running",
+        "succeeded",
+    ]
     assert [b["version"] for b in bodies] == [1, 2, 3, 4, 5]
     assert bodies[-1]["result"] == 7
+
+
+async def test_claiming(client: httpx.AsyncClient, services: Services, worker: Headers) -> None:
+    await _claim_takes_a_job_with_a_lease_from_the_database_clock(client, services, worker)
+    await _claim_needs_the_worker_role(client, services)
+    await _bad_claims_get_422(client, worker)
+    await _highest_priority_then_oldest_first_and_only_listed_queues(client, services, worker)
+    await _concurrent_claims_never_share_a_job(client, services, worker)
+
+
+async def test_waiting_claims(
+    client: httpx.AsyncClient, services: Services, worker: Headers
+) -> None:
+    await _a_waiting_claim_is_woken_by_a_new_job(client, services, worker)
+    await _an_empty_wait_ends_with_204_after_the_wait(client, worker)
+
+
+async def test_holding_a_lease(
+    client: httpx.AsyncClient, services: Services, worker: Headers
+) -> None:
+    await _heartbeat_extends_the_lease_and_stale_tokens_get_409(client, services, worker)
+    await _complete_records_the_result_once_and_repeats_answer_the_same(client, services, worker)
+    await _release_gives_the_job_back_without_counting_the_attempt(client, services, worker)
+    await _fail_without_retry_fails_at_once(client, services, worker)
+
+
+async def test_expiry(client: httpx.AsyncClient, services: Services, worker: Headers) -> None:
+    await _a_lease_taken_over_fences_off_the_first_worker(client, services, worker)
+    await _expired_leases_return_to_pending_or_fail_when_no_attempts_are_left(
+        client, services, worker
+    )
+    await _a_running_job_whose_worker_is_silent_is_cancelled_at_lease_expiry(
+        client, services, worker
+    )
+
+
+async def test_transitions(client: httpx.AsyncClient, services: Services, worker: Headers) -> None:
+    await _cancel_pending_running_and_finished_jobs(client, services, worker)
+    await _illegal_transitions_get_409_and_change_nothing(client, services, worker)
+    await _every_transition_is_in_the_change_log_in_order(client, services, worker)

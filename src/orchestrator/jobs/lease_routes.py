@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -12,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from orchestrator.auth.deps import WorkerRole, Writer, services_of
 from orchestrator.errors import Unprocessable
 from orchestrator.http.etag import canonical_json, etag_for
+from orchestrator.http.resource_ids import resource_id
+from orchestrator.http.responses import data_response
 from orchestrator.jobs.leases import (
     ClaimWaiters,
     cancel_job,
@@ -74,9 +75,7 @@ def _waiters(services: Services) -> ClaimWaiters:
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
     data = canonical_json(body)
-    return Response(
-        data, status_code=status, media_type="application/json", headers={"ETag": etag_for(data)}
-    )
+    return data_response(data, etag_for(data), status=status)
 
 
 @router.post(
@@ -100,12 +99,12 @@ async def claim(body: ClaimRequest, request: Request, user: WorkerRole) -> Respo
 
 @router.post("/api/v1/jobs/{job_id}/heartbeat")
 async def extend_lease(
-    job_id: uuid.UUID, body: HeartbeatRequest, request: Request, _user: WorkerRole
+    job_id: str, body: HeartbeatRequest, request: Request, _user: WorkerRole
 ) -> Response:
     """Extend the lease; `cancel_requested` tells the worker to stop."""
     beat = await heartbeat(
         db=services_of(request).db,
-        job_id=str(job_id),
+        job_id=resource_id(job_id, what="job"),
         token=body.token,
         lease_seconds=body.lease_seconds,
     )
@@ -121,26 +120,27 @@ async def extend_lease(
 
 @router.post("/api/v1/jobs/{job_id}/complete")
 async def complete(
-    job_id: uuid.UUID, body: CompleteRequest, request: Request, _user: WorkerRole
+    job_id: str, body: CompleteRequest, request: Request, _user: WorkerRole
 ) -> Response:
     """Record success and the job's result."""
     if len(canonical_json(body.result)) > MAX_RESULT_BYTES:
         raise Unprocessable(details=[{"field": "result", "reason": "at most 64 KiB of JSON"}])
     job = await complete_job(
-        db=services_of(request).db, job_id=str(job_id), token=body.token, result=body.result
+        db=services_of(request).db,
+        job_id=resource_id(job_id, what="job"),
+        token=body.token,
+        result=body.result,
     )
     return _json(job)
 
 
 @router.post("/api/v1/jobs/{job_id}/fail")
-async def fail(
-    job_id: uuid.UUID, body: FailRequest, request: Request, _user: WorkerRole
-) -> Response:
+async def fail(job_id: str, body: FailRequest, request: Request, _user: WorkerRole) -> Response:
     """Record a failure: retried after a backoff while attempts remain, unless `retry` is false."""
     services = services_of(request)
     job = await fail_job(
         db=services.db,
-        job_id=str(job_id),
+        job_id=resource_id(job_id, what="job"),
         token=body.token,
         error=body.error,
         retry=body.retry,
@@ -152,10 +152,12 @@ async def fail(
 
 @router.post("/api/v1/jobs/{job_id}/release")
 async def release(
-    job_id: uuid.UUID, body: ReleaseRequest, request: Request, _user: WorkerRole
+    job_id: str, body: ReleaseRequest, request: Request, _user: WorkerRole
 ) -> Response:
     """Give the job back unfinished (a worker shutting down); the attempt is not counted."""
-    job = await release_job(db=services_of(request).db, job_id=str(job_id), token=body.token)
+    job = await release_job(
+        db=services_of(request).db, job_id=resource_id(job_id, what="job"), token=body.token
+    )
     return _json(job)
 
 
@@ -163,7 +165,7 @@ async def release(
     "/api/v1/jobs/{job_id}/cancel",
     responses={202: {"description": "Cancellation requested from the running worker"}},
 )
-async def cancel(job_id: uuid.UUID, request: Request, _user: Writer) -> Response:
+async def cancel(job_id: str, request: Request, _user: Writer) -> Response:
     """Cancel a pending job now, or ask the worker of a running one to stop."""
-    job = await cancel_job(db=services_of(request).db, job_id=str(job_id))
+    job = await cancel_job(db=services_of(request).db, job_id=resource_id(job_id, what="job"))
     return _json(job, status=200 if job["status"] == "cancelled" else 202)
