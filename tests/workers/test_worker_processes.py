@@ -48,7 +48,7 @@ def server(stack_db: str, tmp_path: Path) -> Iterator[ServerProcess]:
             "ORCH_LOG_LEVEL": "WARNING",
         },
         log_path=tmp_path / "server.log",
-    ).start()
+    ).start(timeout=120)
     yield proc
     proc.stop()
 

@@ -34,7 +34,7 @@ class DoNotRetry(Exception):
 
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, httpx.TransportError) or (
-        isinstance(exc, ApiError) and exc.status_code >= 500
+        isinstance(exc, ApiError) and (exc.status_code >= 500 or exc.status_code == 429)
     )
 
 
