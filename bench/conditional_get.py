@@ -41,6 +41,7 @@ async def running_app(directory: Path, database_url: str | None) -> AsyncIterato
         secret_key="bench-secret-key-" + "x" * 32,
         admin_password="bench-admin-password",
         log_level="WARNING",
+        rate_limit_enabled=False,  # measures the read path, not the limiter
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):

@@ -112,6 +112,8 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "secret_key": "test-secret-key-" + "x" * 32,
         "admin_password": ADMIN_PASSWORD,
         "change_poll_seconds": 0.2,
+        # Suites log in and fuzz freely; rate-limit tests opt back in.
+        "rate_limit_enabled": False,
     }
     values.update(overrides)
     return Settings.model_validate(values)

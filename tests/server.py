@@ -39,7 +39,14 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        env = {**os.environ, **self.env, "ORCH_HOST": "127.0.0.1", "ORCH_PORT": str(self.port)}
+        env = {
+            **os.environ,
+            # Suites log in and fuzz freely; rate-limit tests opt back in through `env`.
+            "ORCH_RATE_LIMIT_ENABLED": "false",
+            **self.env,
+            "ORCH_HOST": "127.0.0.1",
+            "ORCH_PORT": str(self.port),
+        }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "orchestrator", "serve"],

@@ -19,12 +19,17 @@ from orchestrator.db import open_database
 from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
 from orchestrator.health import router as health_router
 from orchestrator.http.body_limit import BodyLimitMiddleware
+from orchestrator.http.cors import Cors
+from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
 from orchestrator.jobs.lease_routes import router as lease_router
 from orchestrator.jobs.routes import router as jobs_router
 from orchestrator.jobs.sweeper import Sweeper
 from orchestrator.observability.access_log import AccessLogMiddleware
+from orchestrator.observability.logging import protect_secret
+from orchestrator.observability.routes import router as metrics_router
+from orchestrator.observability.routes import test_router as test_fault_router
 from orchestrator.services import Services
 from orchestrator.tasks.routes import router as tasks_router
 
@@ -33,8 +38,10 @@ API_PREFIX = "/api/v1"
 
 def build_services(settings: Settings) -> Services:
     db = open_database(settings.resolved_database_url, timeout=settings.db_timeout_seconds)
+    secret = load_secret_key(settings)
+    protect_secret(secret)
     tokens = TokenService(
-        secret=load_secret_key(settings),
+        secret=secret,
         algorithm=settings.jwt_algorithm,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
@@ -57,6 +64,9 @@ def create_app(settings: Settings) -> FastAPI:
         services = build_services(settings)
         app.state.services = services
         sweeper = Sweeper(services.db, interval=settings.lease_sweep_seconds)
+        services.rate_limits = RateLimits.from_settings(
+            settings, tokens=services.tokens, metrics=services.metrics
+        )
         try:
             await ensure_admin(services.db, settings, services.passwords)
             await services.passwords.warm_up()
@@ -66,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await sweeper.stop()
             await services.feed.stop()
+            await services.rate_limits.close()
             await services.db.close()
 
     app = FastAPI(
@@ -82,8 +93,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(lease_router)
     app.include_router(jobs_router)
     app.include_router(tasks_router)
+    app.include_router(metrics_router)
+    if settings.environment == "test":
+        app.include_router(test_fault_router)
 
-    # Outermost first: the request id must exist before anything logs or answers.
+    # Each add_middleware wraps the ones before it, so this reads inside-out. From the outside:
+    # request id (before anything logs or answers), access log + metrics, security headers,
+    # body limit, unhandled errors, CORS (so that 429s are readable cross-origin), rate limits.
+    app.add_middleware(RateLimitMiddleware)
+    app.add_middleware(Cors, settings=settings)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)

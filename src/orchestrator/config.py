@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
+import limits
 import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -69,11 +71,53 @@ class Settings(BaseSettings):
     lease_sweep_seconds: float = Field(default=2.0, gt=0, le=300)
     retry_backoff_seconds: float = Field(default=2.0, ge=0, le=3600)
     retry_backoff_max_seconds: float = Field(default=300.0, ge=0, le=86400)
+    # Rate limits ("N/second|minute|hour"); counters in Redis when redis_url is set.
+    rate_limit_enabled: bool = True
+    rate_limit_login: str = "5/minute"
+    rate_limit_login_ip: str = "20/minute"
+    rate_limit_writes: str = "120/minute"
+    rate_limit_reads: str = "600/minute"
+    rate_limit_ws_connect: str = "30/minute"
+    rate_limit_workers: str = "6000/minute"  # claim/heartbeat/complete/fail/release
+    redis_url: SecretStr | None = None
+    redis_key_prefix: str = Field(default="orch", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    # Peers whose X-Forwarded-For is believed (addresses or networks, e.g. 10.0.0.0/8).
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # When set, /metrics needs `Authorization: Bearer <token>` from every client.
+    metrics_token: SecretStr | None = None
 
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _parse_origins(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)
+        return value
+
+    @field_validator(
+        "rate_limit_login",
+        "rate_limit_login_ip",
+        "rate_limit_writes",
+        "rate_limit_reads",
+        "rate_limit_ws_connect",
+        "rate_limit_workers",
+    )
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError(f"not a rate limit such as '5/minute': {value!r}") from None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from orchestrator.auth.users import UserDirectory
 from orchestrator.changes.feed import ChangeFeed
 from orchestrator.config import Settings
 from orchestrator.db import Database
+from orchestrator.http.rate_limit import RateLimits
 from orchestrator.observability.metrics import Metrics
 
 
@@ -22,4 +23,5 @@ class Services:
     users: UserDirectory
     feed: ChangeFeed
     metrics: Metrics = field(default_factory=Metrics)
+    rate_limits: RateLimits = field(default_factory=RateLimits.disabled)
     extras: dict[str, object] = field(default_factory=dict)

@@ -30,6 +30,7 @@ class TokenResponse(BaseModel):
 
 async def login(body: LoginRequest, request: Request) -> Response:
     services = services_of(request)
+    await services.rate_limits.check_login(request.scope, username=body.username)
     user = await get_user(services.db, username=body.username)
     usable = user is not None and not user.disabled
     ok = await services.passwords.verify(
@@ -52,6 +53,9 @@ for _path in ("/auth/login", "/api/v1/auth/login"):
         login,
         methods=["POST"],
         response_model=TokenResponse,
-        responses={401: {"description": "Wrong username or password"}},
+        responses={
+            401: {"description": "Wrong username or password"},
+            429: {"description": "Too many attempts for this username or client"},
+        },
         summary="Exchange a username and password for an access token",
     )

@@ -1,11 +1,14 @@
-"""One access line per request: method, route template, status, duration, request id, user."""
+"""One access line and the request metrics per request; connect and close lines per WebSocket."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orchestrator.errors import ApiError
 
 log = structlog.get_logger("orchestrator.access")
 
@@ -17,14 +20,23 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else "<unmatched>"
 
 
+def _services(scope: Scope) -> Any:
+    return getattr(getattr(scope.get("app"), "state", None), "services", None)
+
+
 class AccessLogMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        services = _services(scope)
+        metrics = services.metrics if services is not None else None
         start = time.perf_counter()
         status = 500
 
@@ -34,15 +46,90 @@ class AccessLogMiddleware:
                 status = message["status"]
             await send(message)
 
+        if metrics is not None:
+            metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_and_record)
         finally:
+            elapsed = time.perf_counter() - start
             state = scope.get("state", {})
-            log.info(
+            route = route_template(scope)
+            method = scope["method"]
+            if metrics is not None:
+                metrics.in_flight.dec()
+                labels = (route, method, str(status))
+                metrics.requests.labels(*labels).inc()
+                metrics.latency.labels(*labels).observe(elapsed)
+                if state.get("login_failed"):
+                    metrics.failed_logins.inc()
+            (log.error if status >= 500 else log.info)(
                 "request",
-                method=scope["method"],
-                route=route_template(scope),
+                method=method,
+                route=route,
                 status=status,
-                duration_ms=round((time.perf_counter() - start) * 1000, 3),
+                duration_ms=round(elapsed * 1000, 3),
                 user=state.get("user"),
             )
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        accepted = False
+        denied_status: int | None = None
+        close_code: int | None = None
+        closed_by: str | None = None
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal accepted, denied_status, close_code, closed_by
+            kind = message["type"]
+            if kind == "websocket.accept":
+                accepted = True
+                log.info(
+                    "websocket_connect",
+                    route=route_template(scope),
+                    path=scope["path"],
+                    user=_websocket_user(scope),
+                )
+            elif kind == "websocket.close" and close_code is None:
+                close_code, closed_by = message.get("code", 1000), "server"
+            elif kind == "websocket.http.response.start":
+                denied_status = message["status"]
+            await send(message)
+
+        async def receive_and_record() -> Message:
+            nonlocal close_code, closed_by
+            message = await receive()
+            if message["type"] == "websocket.disconnect" and close_code is None:
+                close_code, closed_by = message.get("code", 1005), "client"
+            return message
+
+        try:
+            await self.app(scope, receive_and_record, send_and_record)
+        finally:
+            fields = {
+                "route": route_template(scope),
+                "path": scope["path"],
+                "user": _websocket_user(scope),
+                "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+            }
+            if accepted:
+                log.info("websocket_close", code=close_code, closed_by=closed_by, **fields)
+            else:
+                # uvicorn answers a close before accept with 403
+                status = denied_status or 403
+                log.info("websocket_rejected", status=status, code=close_code, **fields)
+
+
+def _websocket_user(scope: Scope) -> str | None:
+    """The user the route settled on, or the subject of a valid token the client sent."""
+    user = scope.get("state", {}).get("user")
+    if isinstance(user, str):
+        return user
+    services = _services(scope)
+    rate_limits = getattr(services, "rate_limits", None)
+    if rate_limits is None:
+        return None
+    try:
+        key: str = rate_limits.key_of(scope)
+    except ApiError:
+        return None
+    return key.removeprefix("user:") if key.startswith("user:") else None

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -15,6 +18,79 @@ from orchestrator.observability.context import request_id_var
 _SECRET_KEYS = frozenset(
     {"password", "token", "access_token", "authorization", "secret_key", "secret"}
 )
+REDACTED = "[redacted]"
+# Credentials that can hide inside free text: JWTs, bearer credentials, `?token=` and the like.
+_PATTERNS = (
+    (re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
+    (re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"), rf"\1{REDACTED}"),
+    (
+        re.compile(r"(?i)([?&;](?:access_token|token|password|secret)=)[^&\s\"']*"),
+        rf"\1{REDACTED}",
+    ),
+)
+_MIN_SECRET_CHARS = 6
+
+
+class Redactor:
+    """Removes known secret values and credential-shaped text from every rendered field."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+
+    def protect(self, *values: str | None) -> None:
+        for value in values:
+            if value and len(value) >= _MIN_SECRET_CHARS:
+                self._values.add(value)
+
+    def scrub(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+    def __call__(
+        self, _logger: Any, _name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key in _SECRET_KEYS.intersection(event):
+            event[key] = REDACTED
+        for key, value in event.items():
+            event[key] = self._scrub_value(value)
+        return event
+
+    def _scrub_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {k: self._scrub_value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrub_value(v) for v in value]
+        return value
+
+
+redactor = Redactor()
+
+
+def protect_secret(value: str | None) -> None:
+    """Never let `value` reach a log line (for secrets that are not in the settings)."""
+    redactor.protect(value)
+
+
+def _url_password(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def _settings_secrets(settings: Settings) -> Iterable[str | None]:
+    for secret in (settings.secret_key, settings.admin_password, settings.metrics_token):
+        yield secret.get_secret_value() if secret else None
+    yield _url_password(settings.database_url)
+    yield _url_password(settings.redis_url.get_secret_value() if settings.redis_url else None)
 
 
 def _add_request_id(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -24,14 +100,16 @@ def _add_request_id(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str
     return event
 
 
-def _drop_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    for key in _SECRET_KEYS.intersection(event):
-        event[key] = "[redacted]"
-    return event
+class _NoWebSocketRequestLines(logging.Filter):
+    """uvicorn prints handshakes with the full query string (`?token=`); ours replace them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith('%s - "WebSocket '))
 
 
 def configure_logging(settings: Settings) -> None:
     """Route stdlib and structlog output through one JSON renderer."""
+    redactor.protect(*_settings_secrets(settings))
     level = getattr(logging, settings.log_level)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -39,7 +117,6 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _drop_secrets,
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -52,6 +129,8 @@ def configure_logging(settings: Settings) -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            # last, so that exception text and foreign (uvicorn) messages are scrubbed too
+            redactor,
             structlog.processors.JSONRenderer(),
         ],
     )
@@ -65,8 +144,11 @@ def configure_logging(settings: Settings) -> None:
         root.removeHandler(handler)
     for handler in handlers:
         handler.setFormatter(formatter)
+        handler.addFilter(_NoWebSocketRequestLines())
         root.addHandler(handler)
     root.setLevel(level)
+    # aiosqlite's debug lines repeat every statement with its bound values (password hashes)
+    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
     # uvicorn's access log prints raw request lines (including ?token=); ours replaces it.
     logging.getLogger("uvicorn.access").handlers.clear()
     logging.getLogger("uvicorn.access").propagate = False

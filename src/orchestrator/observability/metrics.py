@@ -42,3 +42,13 @@ class Metrics:
             "Logins refused for wrong credentials.",
             registry=self.registry,
         )
+        self.rate_limit_fallbacks = Counter(
+            "orch_rate_limit_storage_fallbacks_total",
+            "Rate-limit checks counted in local memory because Redis failed.",
+            registry=self.registry,
+        )
+        self.rate_limit_degraded = Gauge(
+            "orch_rate_limit_storage_degraded",
+            "1 while rate limits are counted locally because Redis is unreachable.",
+            registry=self.registry,
+        )
