@@ -44,6 +44,7 @@ def start_server(directory: Path, database_url: str | None) -> tuple[subprocess.
         "ORCH_HOST": "127.0.0.1",
         "ORCH_PORT": str(port),
         "ORCH_LOG_LEVEL": "WARNING",
+        "ORCH_RATE_LIMIT_ENABLED": "false",
         "ORCH_ENVIRONMENT": "test",
     }
     if database_url:

@@ -22,6 +22,7 @@ def serve(tmp_path: Path, port: int | None = None) -> ServerProcess:
         "ORCH_ADMIN_PASSWORD": PASSWORD,
         "ORCH_CHANGE_POLL_SECONDS": "0.2",
         "ORCH_LOG_LEVEL": "WARNING",
+        "ORCH_RATE_LIMIT_ENABLED": "false",
     }
     if port is None:
         return ServerProcess(env=env, log_path=tmp_path / "server.log").start(timeout=120)

@@ -22,6 +22,7 @@ class WorkerProcess:
     lease_seconds: float = 1
     queue: str = "default"
     process: subprocess.Popen[bytes] | None = None
+    terminated: bool = False
 
     def start(self) -> WorkerProcess:
         env = {
@@ -56,7 +57,9 @@ class WorkerProcess:
         self.process.send_signal(sig)
 
     def terminate(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        """One SIGTERM (a second one, after the worker's shutdown, would kill it)."""
+        if self.process is not None and self.process.poll() is None and not self.terminated:
+            self.terminated = True
             self.process.send_signal(signal.SIGCONT)
             self.process.terminate()
 

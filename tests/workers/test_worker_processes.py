@@ -46,6 +46,7 @@ def server(stack_db: str, tmp_path: Path) -> Iterator[ServerProcess]:
             "ORCH_LEASE_SWEEP_SECONDS": "0.2",
             "ORCH_CHANGE_POLL_SECONDS": "0.2",
             "ORCH_LOG_LEVEL": "WARNING",
+            "ORCH_RATE_LIMIT_ENABLED": "false",
         },
         log_path=tmp_path / "server.log",
     ).start(timeout=120)
