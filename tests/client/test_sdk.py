@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ def test_sync_client_reads_with_etags_and_runs_a_job(server: ServerProcess) -> N
         assert task["id"] in {t["id"] for t in client.list_tasks()["items"]}
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("orchestrator.changes.ws") is None,
+    reason="needs the /ws endpoint of the real-time issue (4), not merged yet",
+)
 async def test_subscribe_sees_every_transition_in_order_across_a_restart(
     server: ServerProcess, tmp_path: Path
 ) -> None:
