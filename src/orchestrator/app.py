@@ -14,6 +14,8 @@ from orchestrator.auth.tokens import TokenService
 from orchestrator.auth.users import UserDirectory
 from orchestrator.bootstrap import ensure_admin
 from orchestrator.changes.feed import ChangeFeed
+from orchestrator.changes.realtime import realtime
+from orchestrator.changes.routes import router as changes_router
 from orchestrator.config import Settings, load_secret_key
 from orchestrator.db import open_database
 from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
@@ -72,7 +74,8 @@ def create_app(settings: Settings) -> FastAPI:
             await services.passwords.warm_up()
             await services.feed.start()
             sweeper.start()
-            yield
+            async with realtime(services):
+                yield
         finally:
             await sweeper.stop()
             await services.feed.stop()
@@ -93,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(lease_router)
     app.include_router(jobs_router)
     app.include_router(tasks_router)
+    app.include_router(changes_router)
     app.include_router(metrics_router)
     if settings.environment == "test":
         app.include_router(test_fault_router)

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     lease_sweep_seconds: float = Field(default=2.0, gt=0, le=300)
     retry_backoff_seconds: float = Field(default=2.0, ge=0, le=3600)
     retry_backoff_max_seconds: float = Field(default=300.0, ge=0, le=86400)
+    # Real time: caps per process; a connection over a cap is closed with 1008.
+    ws_max_connections_per_user: int = Field(default=20, ge=1)
+    ws_max_messages_per_second: float = Field(default=20.0, gt=0)
+    ws_send_queue_frames: int = Field(default=10_000, ge=1)
+    change_prune_interval_seconds: float = Field(default=300.0, gt=0)
     # Rate limits ("N/second|minute|hour"); counters in Redis when redis_url is set.
     rate_limit_enabled: bool = True
     rate_limit_login: str = "5/minute"

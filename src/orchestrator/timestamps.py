@@ -21,3 +21,10 @@ def iso(value: datetime) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def iso_text(value: datetime | str) -> str:
+    """`iso(as_utc(value))`, skipping the parse when SQLite already holds exactly that text."""
+    if isinstance(value, str) and len(value) == 32 and value.endswith("+00:00"):
+        return value
+    return iso(as_utc(value))

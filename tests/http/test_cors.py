@@ -73,3 +73,9 @@ def test_production_refuses_wildcard_origin_with_credentials() -> None:
     # either one alone is fine
     assert Settings(**PRODUCTION, cors_origins="*").cors_origins == ["*"]  # type: ignore[arg-type]
     assert Settings(**PRODUCTION, cors_origins=ALLOWED, cors_allow_credentials=True)  # type: ignore[arg-type]
+
+
+async def test_without_origins_responses_do_not_vary_by_origin(tmp_path: Path) -> None:
+    async with running_app(tmp_path) as app, client_for(app) as client:
+        response = await client.get("/health", headers={"Origin": ALLOWED})
+        assert "origin" not in response.headers.get("vary", "").lower()

@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,6 +24,8 @@ from tests.server import ServerProcess, free_port
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.redis
+# generous: a loaded CI machine can take a while to start a server (migrations, argon2 warm-up)
+START_TIMEOUT = 90.0
 
 
 async def _redis_reachable() -> bool:
@@ -129,8 +132,8 @@ def two_servers(tmp_path: Path, server_env: dict[str, str]) -> Iterator[list[Ser
         for name in ("a", "b")
     ]
     try:
-        for server in servers:
-            server.start()
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda server: server.start(timeout=START_TIMEOUT), servers))
         yield servers
     finally:
         for server in servers:
@@ -160,7 +163,7 @@ async def test_websocket_connects_are_limited_locally_when_redis_is_down(
         "ORCH_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nobody listens there
     }
     server = ServerProcess(env=env, log_path=tmp_path / "server.log")
-    await asyncio.to_thread(server.start)
+    await asyncio.to_thread(server.start, START_TIMEOUT)
     try:
         async with httpx.AsyncClient(base_url=server.url) as client:
             body = {"username": "admin", "password": "shared-limit-admin-password"}

@@ -19,7 +19,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess(
         env={"ORCH_DATA_DIR": str(tmp_path / "data"), "ORCH_ADMIN_PASSWORD": PASSWORD},
         log_path=tmp_path / "server.log",
-    ).start()
+    ).start(timeout=90)  # a loaded CI machine can take a while to start a server
     yield proc
     proc.stop()
 

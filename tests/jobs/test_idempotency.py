@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from orchestrator.services import Services
-from tests.factories import admin_headers, user_headers
+from tests.jobs.accounts import account, admin_auth
 
 TARGETS = [
     ("/api/v1/jobs", "/api/v1/jobs", "jobs"),
@@ -18,7 +18,7 @@ TARGETS = [
 async def test_repeat_returns_the_original_response(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    admin = await admin_headers(client)
+    admin = admin_auth(services)
     for post, listing, field in TARGETS:
         await _repeat_returns_the_original_response(client, admin, post, listing, field)
 
@@ -40,7 +40,7 @@ async def _repeat_returns_the_original_response(
 async def test_same_key_with_another_body_gets_422(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    admin = await admin_headers(client)
+    admin = admin_auth(services)
     for post, listing, field in TARGETS:
         await _same_key_with_another_body_gets_422(client, admin, post, listing, field)
 
@@ -59,7 +59,7 @@ async def _same_key_with_another_body_gets_422(
 async def test_concurrent_duplicates_create_exactly_one(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    admin = await admin_headers(client)
+    admin = admin_auth(services)
     for post, listing, field in TARGETS:
         await _concurrent_duplicates_create_exactly_one(client, admin, post, listing, field)
 
@@ -78,8 +78,8 @@ async def _concurrent_duplicates_create_exactly_one(
 
 
 async def test_keys_are_per_user(client: httpx.AsyncClient, services: Services) -> None:
-    alice = {**await user_headers(client, services, "alice"), "Idempotency-Key": "same"}
-    bob = {**await user_headers(client, services, "bob"), "Idempotency-Key": "same"}
+    alice = {**await account(services, "alice"), "Idempotency-Key": "same"}
+    bob = {**await account(services, "bob"), "Idempotency-Key": "same"}
     a = await client.post("/api/v1/jobs", json={"title": "t"}, headers=alice)
     b = await client.post("/api/v1/jobs", json={"title": "t"}, headers=bob)
     assert a.status_code == b.status_code == 201
@@ -87,7 +87,7 @@ async def test_keys_are_per_user(client: httpx.AsyncClient, services: Services) 
 
 
 async def test_malformed_key_gets_422(client: httpx.AsyncClient, services: Services) -> None:
-    admin = await admin_headers(client)
+    admin = admin_auth(services)
     for key in ("", "x" * 256, "with space"):
         headers = {**admin, "Idempotency-Key": key}
         response = await client.post("/api/v1/jobs", json={"title": "t"}, headers=headers)

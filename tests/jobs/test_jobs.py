@@ -9,7 +9,7 @@ import uuid
 import httpx
 
 from orchestrator.services import Services
-from tests.factories import admin_headers, user_headers
+from tests.jobs.accounts import account, admin_auth
 
 
 def _etag(response: httpx.Response) -> str:
@@ -19,7 +19,7 @@ def _etag(response: httpx.Response) -> str:
 async def test_create_job_answers_201_with_etag_and_location(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await user_headers(client, services, "alice")
+    headers = await account(services, "alice")
     response = await client.post(
         "/api/v1/jobs",
         json={"title": "  Process payroll ", "description": "Monthly"},
@@ -51,7 +51,7 @@ async def test_create_job_answers_201_with_etag_and_location(
 async def test_job_list_shows_every_job_in_creation_order(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     ids = []
     for n in range(3):
         created = await client.post("/api/v1/jobs", json={"title": f"job {n}"}, headers=headers)
@@ -68,7 +68,7 @@ async def test_job_list_shows_every_job_in_creation_order(
 async def test_worker_fields_are_accepted_and_shown(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     response = await client.post(
         "/api/v1/jobs",
         json={
@@ -119,7 +119,7 @@ INVALID_JOBS: list[dict[str, object]] = [
 async def test_invalid_job_gets_422_and_creates_nothing(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     for payload in INVALID_JOBS:
         response = await client.post("/api/v1/jobs", json=payload, headers=headers)
         assert response.status_code == 422, (payload, response.text)
@@ -142,7 +142,7 @@ UNSTORABLE: list[bytes] = [
 async def test_nul_and_lone_surrogates_get_422(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = {**await admin_headers(client), "Content-Type": "application/json"}
+    headers = {**admin_auth(services), "Content-Type": "application/json"}
     for raw in UNSTORABLE:
         response = await client.post("/api/v1/jobs", content=raw, headers=headers)
         assert response.status_code == 422, (raw, response.text)
@@ -151,7 +151,7 @@ async def test_nul_and_lone_surrogates_get_422(
 
 
 async def test_unicode_title_is_kept(client: httpx.AsyncClient, services: Services) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     title = "Déjà vu 🎉 " + "界" * 180
     response = await client.post("/api/v1/jobs", json={"title": title}, headers=headers)
     assert response.status_code == 201
@@ -162,7 +162,7 @@ async def test_unicode_title_is_kept(client: httpx.AsyncClient, services: Servic
 async def test_non_uuid_job_id_gets_404_in_the_envelope(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     for job_id, method in itertools.product(
         ["not-a-uuid", "123", "00000000-0000-0000-0000-00000000000g"], ["GET", "DELETE"]
     ):
@@ -178,7 +178,7 @@ async def test_non_uuid_job_id_gets_404_in_the_envelope(
 async def test_no_redirect_for_trailing_slash(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     for path in ("/api/v1/jobs/", "/api/v1/collab/state/tasks/", "/api/v1/collab/tasks/"):
         response = await client.get(path, headers=headers)
         assert response.status_code in (404, 405)
@@ -189,7 +189,7 @@ async def test_no_redirect_for_trailing_slash(
 async def test_creator_deletes_job_then_it_is_gone(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await user_headers(client, services, "alice")
+    headers = await account(services, "alice")
     created = await client.post("/api/v1/jobs", json={"title": "t"}, headers=headers)
     location = created.headers["location"]
     response = await client.delete(location, headers=headers)
@@ -203,10 +203,10 @@ async def test_creator_deletes_job_then_it_is_gone(
 async def test_only_creator_or_admin_deletes_a_job(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    alice = await user_headers(client, services, "alice")
-    bob = await user_headers(client, services, "bob")
-    viewer = await user_headers(client, services, "vera", role="viewer")
-    admin = await admin_headers(client)
+    alice = await account(services, "alice")
+    bob = await account(services, "bob")
+    viewer = await account(services, "vera", role="viewer")
+    admin = admin_auth(services)
     location = (await client.post("/api/v1/jobs", json={"title": "t"}, headers=alice)).headers[
         "location"
     ]
@@ -217,7 +217,7 @@ async def test_only_creator_or_admin_deletes_a_job(
 
 
 async def test_job_delete_honours_if_match(client: httpx.AsyncClient, services: Services) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     created = await client.post("/api/v1/jobs", json={"title": "t"}, headers=headers)
     location, etag = created.headers["location"], created.headers["etag"]
     stale = await client.delete(location, headers={**headers, "If-Match": '"nope"'})
@@ -231,8 +231,8 @@ async def test_job_delete_honours_if_match(client: httpx.AsyncClient, services: 
 async def test_viewer_reads_but_cannot_create(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    viewer = await user_headers(client, services, "vera", role="viewer")
-    worker = await user_headers(client, services, "wanda", role="worker")
+    viewer = await account(services, "vera", role="viewer")
+    worker = await account(services, "wanda", role="worker")
     assert (
         await client.post("/api/v1/jobs", json={"title": "t"}, headers=viewer)
     ).status_code == 403

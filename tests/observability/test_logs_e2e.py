@@ -51,7 +51,7 @@ async def test_logs_carry_request_ids_and_no_secrets(tmp_path: Path) -> None:
         },
         log_path=tmp_path / "server.log",
     )
-    await asyncio.to_thread(server.start)
+    await asyncio.to_thread(server.start, 90.0)
     statuses: list[int] = []
     try:
         async with httpx.AsyncClient(base_url=server.url) as client:

@@ -7,13 +7,13 @@ import asyncio
 import httpx
 
 from orchestrator.services import Services
-from tests.factories import admin_headers
+from tests.jobs.accounts import admin_auth
 
 
 async def test_50_concurrent_patches_with_one_if_match_exactly_one_wins(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     created = await client.post("/api/v1/collab/tasks", json={"title": "t"}, headers=headers)
     location, etag = created.headers["location"], created.headers["etag"]
 
@@ -35,7 +35,7 @@ async def test_50_concurrent_patches_with_one_if_match_exactly_one_wins(
 async def test_increment_race_with_retries_loses_no_update(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     created = await client.post(
         "/api/v1/collab/tasks", json={"title": "counter", "description": "0"}, headers=headers
     )

@@ -7,14 +7,14 @@ import uuid
 import httpx
 
 from orchestrator.services import Services
-from tests.factories import admin_headers, user_headers
+from tests.jobs.accounts import account, admin_auth
 
 LIST = "/api/v1/collab/state/tasks"
 
 
-async def _setup(client: httpx.AsyncClient) -> tuple[dict[str, str], str, str]:
+async def _setup(client: httpx.AsyncClient, services: Services) -> tuple[dict[str, str], str, str]:
     """Admin headers, a task's location, and the tasks list ETag."""
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     created = await client.post("/api/v1/collab/tasks", json={"title": "t"}, headers=headers)
     listed = await client.get(LIST, headers=headers)
     return headers, created.headers["location"], listed.headers["etag"]
@@ -36,7 +36,7 @@ def _matrix(etag: str) -> list[tuple[str, int]]:
 
 
 async def test_if_none_match_matrix(client: httpx.AsyncClient, services: Services) -> None:
-    headers, location, _list_etag = await _setup(client)
+    headers, location, _list_etag = await _setup(client, services)
     job = await client.post("/api/v1/jobs", json={"title": "j"}, headers=headers)
     for url in (LIST, location, job.headers["location"], "/api/v1/jobs", f"{LIST}?limit=1"):
         await _check_matrix(client, headers, url)
@@ -60,7 +60,7 @@ async def _check_matrix(client: httpx.AsyncClient, headers: dict[str, str], url:
 async def test_list_etag_changes_with_every_write(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers, location, first = await _setup(client)
+    headers, location, first = await _setup(client, services)
     seen = {first}
     patched = await client.patch(
         location, json={"title": "u"}, headers={**headers, "If-Match": "*"}
@@ -82,7 +82,7 @@ async def test_list_etag_changes_with_every_write(
 async def test_job_writes_do_not_change_the_task_list(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers, _location, etag = await _setup(client)
+    headers, _location, etag = await _setup(client, services)
     await client.post("/api/v1/jobs", json={"title": "j"}, headers=headers)
     response = await client.get(LIST, headers={**headers, "If-None-Match": etag})
     assert response.status_code == 304
@@ -91,7 +91,7 @@ async def test_job_writes_do_not_change_the_task_list(
 async def test_preconditions_ignored_on_401_403_404_and_422(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers, location, _etag = await _setup(client)
+    headers, location, _etag = await _setup(client, services)
     star = {"If-None-Match": "*", "If-Match": '"nope"'}
     assert (await client.get(LIST, headers=star)).status_code == 401
     assert (await client.get(location, headers=star)).status_code == 401
@@ -104,7 +104,7 @@ async def test_preconditions_ignored_on_401_403_404_and_422(
     assert (
         await client.patch(location, json={"title": ""}, headers={**headers, "If-Match": '"x"'})
     ).status_code == 422
-    viewer = await user_headers(client, services, "vera", role="viewer")
+    viewer = await account(services, "vera", role="viewer")
     forbidden = await client.patch(
         location, json={"title": "x"}, headers={**viewer, "If-Match": '"x"'}
     )
@@ -112,7 +112,7 @@ async def test_preconditions_ignored_on_401_403_404_and_422(
 
 
 async def test_if_match_on_get_is_strong(client: httpx.AsyncClient, services: Services) -> None:
-    headers, location, _etag = await _setup(client)
+    headers, location, _etag = await _setup(client, services)
     etag = (await client.get(location, headers=headers)).headers["etag"]
     assert (await client.get(location, headers={**headers, "If-Match": etag})).status_code == 200
     failed = await client.get(location, headers={**headers, "If-Match": '"other"'})
@@ -126,7 +126,7 @@ async def test_same_state_same_etag_across_restart(
     """The ETag is a pure function of the body: a fresh app answers the same tag."""
     from orchestrator.app import create_app
 
-    headers, location, etag = await _setup(client)
+    headers, location, etag = await _setup(client, services)
     task_etag = (await client.get(location, headers=headers)).headers["etag"]
     other = create_app(services.settings)
     async with other.router.lifespan_context(other):

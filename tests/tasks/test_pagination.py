@@ -8,7 +8,7 @@ import re
 import httpx
 
 from orchestrator.services import Services
-from tests.factories import admin_headers
+from tests.jobs.accounts import admin_auth
 
 LIST = "/api/v1/collab/state/tasks"
 
@@ -16,7 +16,7 @@ LIST = "/api/v1/collab/state/tasks"
 async def test_pages_walk_every_task_once_in_order(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     ids = []
     for n in range(7):
         created = await client.post(
@@ -49,7 +49,7 @@ async def test_pages_walk_every_task_once_in_order(
 async def test_jobs_filter_by_status_and_page(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     for n in range(3):
         await client.post("/api/v1/jobs", json={"title": f"j{n}"}, headers=headers)
     pending = await client.get("/api/v1/jobs?status=pending&limit=2", headers=headers)
@@ -81,7 +81,7 @@ INVALID_QUERIES = [
 async def test_invalid_list_parameters_get_422(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     for path, query in itertools.product((LIST, "/api/v1/jobs"), INVALID_QUERIES):
         response = await client.get(f"{path}?{query}", headers=headers)
         assert response.status_code == 422, (path, query)

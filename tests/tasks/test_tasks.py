@@ -8,7 +8,7 @@ import uuid
 import httpx
 
 from orchestrator.services import Services
-from tests.factories import admin_headers, user_headers
+from tests.jobs.accounts import account, admin_auth
 
 
 def _etag(response: httpx.Response) -> str:
@@ -26,7 +26,7 @@ async def _create(
 async def test_create_task_answers_201_with_etag_and_location(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await user_headers(client, services, "alice")
+    headers = await account(services, "alice")
     response = await client.post(
         "/api/v1/collab/tasks",
         json={"title": " Review PR #123 ", "description": "Review frontend changes"},
@@ -53,7 +53,7 @@ async def test_create_task_answers_201_with_etag_and_location(
 async def test_task_list_is_kind_tasks_with_every_item(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     empty = await client.get("/api/v1/collab/state/tasks", headers=headers)
     assert empty.json() == {"kind": "tasks", "items": []}
     ids = [(await _create(client, headers, f"t{n}")).json()["id"] for n in range(3)]
@@ -81,7 +81,7 @@ INVALID_TASKS: list[dict[str, object]] = [
 
 
 async def test_invalid_task_gets_422(client: httpx.AsyncClient, services: Services) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     for payload in INVALID_TASKS:
         response = await client.post("/api/v1/collab/tasks", json=payload, headers=headers)
         assert response.status_code == 422, (payload, response.text)
@@ -93,7 +93,7 @@ async def test_invalid_task_gets_422(client: httpx.AsyncClient, services: Servic
 async def test_limits_are_inclusive_and_unstorable_text_gets_422(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     response = await client.post(
         "/api/v1/collab/tasks",
         json={"title": "x" * 200, "description": "d" * 10_000},
@@ -122,7 +122,7 @@ async def test_limits_are_inclusive_and_unstorable_text_gets_422(
 async def test_patch_with_current_etag_bumps_version_by_one(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await user_headers(client, services, "alice")
+    headers = await account(services, "alice")
     created = await _create(client, headers)
     location = created.headers["location"]
     response = await client.patch(
@@ -150,7 +150,7 @@ async def test_patch_with_current_etag_bumps_version_by_one(
 async def test_stale_if_match_gets_412_with_current_etag(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     created = await _create(client, headers)
     location, first = created.headers["location"], created.headers["etag"]
     second = (
@@ -166,7 +166,7 @@ async def test_stale_if_match_gets_412_with_current_etag(
 
 
 async def test_if_match_required_for_edits(client: httpx.AsyncClient, services: Services) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     for method in ("PATCH", "DELETE"):
         await _check_if_match_required(client, headers, method)
 
@@ -193,7 +193,7 @@ async def _check_if_match_required(
 
 
 async def test_if_match_star_and_delete(client: httpx.AsyncClient, services: Services) -> None:
-    headers = await admin_headers(client)
+    headers = admin_auth(services)
     location = (await _create(client, headers)).headers["location"]
     assert (
         await client.patch(location, json={"title": "x"}, headers={**headers, "If-Match": "*"})
@@ -207,7 +207,7 @@ async def test_if_match_star_and_delete(client: httpx.AsyncClient, services: Ser
 
 
 async def test_non_uuid_task_id_gets_404(client: httpx.AsyncClient, services: Services) -> None:
-    headers = {**await admin_headers(client), "If-Match": "*"}
+    headers = {**admin_auth(services), "If-Match": "*"}
     for method in ("GET", "PATCH", "DELETE"):
         payload = {"title": "x"} if method == "PATCH" else None
         for task_id in ("42", "not-a-uuid", "g" * 36):
@@ -219,8 +219,8 @@ async def test_non_uuid_task_id_gets_404(client: httpx.AsyncClient, services: Se
 
 
 async def test_viewer_reads_tasks_only(client: httpx.AsyncClient, services: Services) -> None:
-    admin = await admin_headers(client)
-    viewer = await user_headers(client, services, "vera", role="viewer")
+    admin = admin_auth(services)
+    viewer = await account(services, "vera", role="viewer")
     location = (await _create(client, admin)).headers["location"]
     assert (await client.get(location, headers=viewer)).status_code == 200
     assert (await client.get("/api/v1/collab/state/tasks", headers=viewer)).status_code == 200
@@ -235,8 +235,8 @@ async def test_viewer_reads_tasks_only(client: httpx.AsyncClient, services: Serv
 
 
 async def test_member_edits_others_tasks(client: httpx.AsyncClient, services: Services) -> None:
-    alice = await user_headers(client, services, "alice")
-    bob = await user_headers(client, services, "bob")
+    alice = await account(services, "alice")
+    bob = await account(services, "bob")
     location = (await _create(client, alice)).headers["location"]
     response = await client.patch(location, json={"title": "b"}, headers={**bob, "If-Match": "*"})
     assert response.status_code == 200

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from orchestrator.db.database import PostgresDatabase
 log = structlog.get_logger(__name__)
 
 Listener = Callable[[Change], None]
+LISTEN_CHECK_SECONDS = 15.0
 
 
 class ChangeFeed:
@@ -33,7 +35,14 @@ class ChangeFeed:
         self._advanced = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._listen_conn: Any = None
+        self._listen_checked = 0.0
         self._stopping = False
+        self.latest_seen = 0  # the newest revision this process has heard of
+
+    @property
+    def lag(self) -> int:
+        """Revisions known to be committed that this process has not delivered yet."""
+        return max(0, self.latest_seen - self.delivered)
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -47,7 +56,7 @@ class ChangeFeed:
         self._wake.set()
 
     async def start(self) -> None:
-        self.delivered = await latest_revision(self.db)
+        self.delivered = self.latest_seen = await latest_revision(self.db)
         self.db.after_commit(self.wake)
         self._task = asyncio.create_task(self._run(), name="change-feed")
 
@@ -99,23 +108,43 @@ class ChangeFeed:
                     except Exception:
                         log.exception("change_listener_error")
                 self.delivered = change.revision
+            self.latest_seen = max(self.latest_seen, self.delivered)
             async with self._advanced:
                 self._advanced.notify_all()
             if len(batch) < 1000:
                 return
 
     async def _ensure_listener(self) -> None:
+        """Keep a LISTEN connection open; it comes back by itself after a database restart."""
         if not isinstance(self.db, PostgresDatabase):
             return
         conn = self._listen_conn
         if conn is not None and not conn.is_closed():
-            return
+            now = time.monotonic()
+            if now - self._listen_checked < LISTEN_CHECK_SECONDS:
+                return
+            # A connection can also die without a word (a dropped network path): ask it.
+            self._listen_checked = now
+            try:
+                await conn.execute("SELECT 1", timeout=self.db.timeout)
+                return
+            except Exception:
+                log.warning("change_listener_lost")
         await self._close_listener()
         try:
-            self._listen_conn = await self.db.listen(NOTIFY_CHANNEL, lambda _payload: self.wake())
+            conn = await self.db.listen(NOTIFY_CHANNEL, self._notified)
+            # When the server goes away, reconnect at once rather than at the next poll.
+            conn.add_termination_listener(lambda _conn: self.wake())
+            self._listen_conn = conn
+            self._listen_checked = time.monotonic()
             self.wake()  # anything committed while we were not listening
         except Exception as exc:
             log.warning("change_listener_unavailable", error=type(exc).__name__)
+
+    def _notified(self, payload: str) -> None:
+        if payload.isdigit():
+            self.latest_seen = max(self.latest_seen, int(payload))
+        self.wake()
 
     async def _close_listener(self) -> None:
         conn, self._listen_conn = self._listen_conn, None

@@ -43,9 +43,11 @@ class Cors(CORSMiddleware):
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
+        self.enabled = bool(settings.cors_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not self.enabled:
+            # without configured origins no response varies by Origin: leave them untouched
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

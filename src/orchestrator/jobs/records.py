@@ -7,7 +7,7 @@ from typing import Any, Literal
 import orjson
 
 from orchestrator.db import Row
-from orchestrator.timestamps import as_utc, iso
+from orchestrator.timestamps import iso_text
 
 JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -25,7 +25,7 @@ def _json(value: str | None) -> Any:
 
 
 def _ts(value: Any) -> str | None:
-    return iso(as_utc(value)) if value is not None else None
+    return iso_text(value) if value is not None else None
 
 
 def job_body(row: Row) -> dict[str, Any]:

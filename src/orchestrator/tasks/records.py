@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.db import Row
-from orchestrator.timestamps import as_utc, iso
+from orchestrator.timestamps import iso_text
 
 TASK_COLUMNS = "id, title, description, version, created_by, created_at, updated_at"
 
@@ -18,6 +18,6 @@ def task_body(row: Row) -> dict[str, Any]:
         "description": row["description"],
         "version": int(row["version"]),
         "created_by": row["created_by"],
-        "created_at": iso(as_utc(row["created_at"])),
-        "updated_at": iso(as_utc(row["updated_at"])),
+        "created_at": iso_text(row["created_at"]),
+        "updated_at": iso_text(row["updated_at"]),
     }

@@ -1,0 +1,339 @@
+"""Fan-out of the change feed to WebSocket and SSE subscribers, with replay from the log.
+
+A subscriber registers for live changes *before* it reads the log, buffers what arrives
+meanwhile, and de-duplicates by revision at the hand-off: the log read necessarily covers
+everything this process had delivered at registration, so the union has no gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from orchestrator.changes.feed import ChangeFeed
+from orchestrator.changes.log import (
+    Change,
+    changes_after,
+    latest_revision,
+    oldest_retained_revision,
+)
+from orchestrator.db import Database
+from orchestrator.observability.metrics import Metrics
+
+SUBSCRIBABLE: tuple[str, ...] = ("jobs", "tasks")
+REPLAY_PAGE = 500
+
+
+def change_frame(change: Change) -> str:
+    """The change as the wire shows it; `data` is spliced in as the stored canonical JSON."""
+    return orjson.dumps(
+        {
+            "type": "change",
+            "revision": change.revision,
+            "collection": change.collection,
+            "op": change.op,
+            "id": change.resource_id,
+            "data": orjson.Fragment(change.data) if change.data is not None else None,
+        }
+    ).decode()
+
+
+def frame(body: dict[str, object]) -> str:
+    return orjson.dumps(body).decode()
+
+
+class Outbox:
+    """A bounded queue of frames for one connection; a full queue marks the client as too slow."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._frames: deque[str] = deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.overflowed = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def put(self, text: str) -> bool:
+        """Queue a frame without waiting; False (and `overflowed` set) when the queue is full."""
+        if self.overflowed.is_set():
+            return False
+        if len(self._frames) >= self.limit:
+            self.overflowed.set()
+            self._frames.clear()  # never sent now: the client resumes from the log
+            self._ready.set()
+            return False
+        self._frames.append(text)
+        self._ready.set()
+        if len(self._frames) >= self.limit:
+            self._room.clear()
+        return True
+
+    async def put_waiting(self, text: str) -> bool:
+        """Queue a frame, waiting for room (replays go at the pace of the client)."""
+        while len(self._frames) >= self.limit and not self.overflowed.is_set():
+            self._room.clear()
+            await self._room.wait()
+        return self.put(text)
+
+    async def take(self) -> list[str]:
+        """Every queued frame, waiting for at least one."""
+        while not self._frames:
+            self._ready.clear()
+            await self._ready.wait()
+            if self.overflowed.is_set():
+                return []
+        frames = list(self._frames)
+        self._frames.clear()
+        self._room.set()
+        return frames
+
+
+class ResyncRequired(Exception):
+    """The requested revision is older than the log keeps."""
+
+    def __init__(self, revision: int) -> None:
+        super().__init__(revision)
+        self.revision = revision
+
+
+class ReplayInterrupted(Exception):
+    """The replay from the log failed half-way; the subscription is gone."""
+
+
+class Subscriber:
+    """One connection's subscription: which collections, and how far it has got in the log."""
+
+    def __init__(self, hub: Hub, outbox: Outbox) -> None:
+        self._hub = hub
+        self.outbox = outbox
+        self.collections: set[str] = set()
+        self._floors: dict[str, int] = {}  # per collection: send only revisions above this
+        self.position = 0  # the last revision this subscriber has looked at, in log order
+        self._live = False
+        self._pending: list[Change] | None = None
+        self._pending_overflow = False
+
+    # ----------------------------------------------------------------- called by the hub
+
+    def offer(self, change: Change, text: str | None) -> None:
+        if self._live:
+            self._process(change, text)
+            return
+        if self._pending is None:
+            return
+        if len(self._pending) >= self.outbox.limit:
+            self._pending_overflow = True
+            self._pending.clear()
+        elif not self._pending_overflow:
+            self._pending.append(change)
+
+    def _process(self, change: Change, text: str | None) -> None:
+        if change.revision <= self.position:
+            return  # already seen: the hand-off from the log to the live feed overlaps
+        self.position = change.revision
+        collection = change.collection
+        if collection in self.collections and change.revision > self._floors[collection]:
+            self.outbox.put(text if text is not None else change_frame(change))
+
+    # --------------------------------------------------------------------- commands
+
+    async def subscribe(self, collections: Sequence[str], since: int | None) -> int:
+        """Subscribe to `collections` (replaying after `since`); returns the ack revision.
+
+        The ack is queued before any replayed change. Raises `ResyncRequired` (changing
+        nothing) when `since` is older than the log keeps or newer than any revision, and
+        `ReplayInterrupted` when the replay fails half-way (the connection must end).
+        """
+        hub = self._hub
+        was_live = self._live
+        # Register the live buffer first: from here on nothing delivered can be missed.
+        self._live = False
+        self._pending = []
+        self._pending_overflow = False
+        hub.register(self)
+        delivered = hub.feed.delivered
+        current = delivered
+        try:
+            if since is not None:
+                current = max(current, await latest_revision(hub.db))
+                oldest = await oldest_retained_revision(hub.db)
+                if since > current or (oldest is not None and since + 1 < oldest):
+                    raise ResyncRequired(current)
+        except BaseException:
+            if was_live:
+                self._go_live()
+            else:
+                self.close()
+            raise
+        start = since if since is not None else delivered
+        for name in self.collections:
+            # Collections already streaming have seen everything up to the current position.
+            self._floors[name] = max(self._floors[name], self.position)
+        for name in collections:
+            self.collections.add(name)
+            self._floors[name] = start
+        self.position = min(self._floors[name] for name in self.collections)
+        self.outbox.put(
+            frame({"type": "subscribed", "collections": list(collections), "revision": current})
+        )
+        try:
+            await self._catch_up(until_known=delivered)
+        except Exception as exc:
+            self.close()
+            raise ReplayInterrupted(str(exc)) from exc
+        return current
+
+    def unsubscribe(self, collections: Iterable[str]) -> None:
+        for name in collections:
+            self.collections.discard(name)
+        if not self.collections:
+            self._hub.unregister(self)
+            self._live = False
+            self._pending = None
+
+    def close(self) -> None:
+        self._hub.unregister(self)
+        self._live = False
+        self._pending = None
+
+    # ------------------------------------------------------------------- internals
+
+    async def _catch_up(self, *, until_known: int) -> None:
+        """Send from the log, then what the live feed buffered meanwhile, then go live.
+
+        Both go at the client's pace (waiting for room in the send queue), and the live
+        buffer keeps collecting while we wait; a buffer that overflows is dropped and the
+        log read again, which is always complete.
+        """
+        need_log = self.position < until_known
+        while True:
+            if need_log and not await self._replay_log():
+                return
+            need_log = False
+            if self._pending_overflow:
+                self._pending = []
+                self._pending_overflow = False
+                need_log = True
+                continue
+            if not self._pending:
+                self._go_live()
+                return
+            batch, self._pending = self._pending, []
+            for change in batch:
+                if not await self._send_waiting(change):
+                    return
+
+    async def _replay_log(self) -> bool:
+        """Send every change after `position` in the log; False if the client is too slow."""
+        while True:
+            batch = await changes_after(self._hub.db, revision=self.position, limit=REPLAY_PAGE)
+            if batch and batch[0].revision != self.position + 1:
+                raise ReplayInterrupted("the log was pruned during the replay")
+            for change in batch:
+                if not await self._send_waiting(change):
+                    return False
+            if len(batch) < REPLAY_PAGE:
+                return True
+
+    async def _send_waiting(self, change: Change) -> bool:
+        if change.revision <= self.position:
+            return True
+        self.position = change.revision
+        name = change.collection
+        if name in self.collections and change.revision > self._floors[name]:
+            await self.outbox.put_waiting(change_frame(change))
+        return not self.outbox.overflowed.is_set()
+
+    def _go_live(self) -> None:
+        pending, self._pending = self._pending or [], None
+        self._live = True
+        for change in pending:
+            self._process(change, None)
+
+
+@dataclass(eq=False)
+class Session:
+    """A live connection (WebSocket or SSE) of one user, for caps and revocation."""
+
+    username: str
+    revalidate: asyncio.Event
+
+
+class Hub:
+    """Per-process fan-out: one feed listener, many subscribers."""
+
+    def __init__(self, *, db: Database, feed: ChangeFeed, metrics: Metrics) -> None:
+        self.db = db
+        self.feed = feed
+        self.metrics = metrics
+        self._subscribers: set[Subscriber] = set()
+        self._sessions: set[Session] = set()
+        self._per_user: dict[str, int] = {}
+
+    def start(self) -> None:
+        self.feed.add_listener(self.on_change)
+
+    def stop(self) -> None:
+        self.feed.remove_listener(self.on_change)
+
+    def register(self, subscriber: Subscriber) -> None:
+        self._subscribers.add(subscriber)
+
+    def unregister(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    def on_change(self, change: Change) -> None:
+        if change.collection == "users":
+            for session in self._sessions:
+                session.revalidate.set()
+            text = None
+        else:
+            text = change_frame(change) if self._subscribers else None
+        for subscriber in tuple(self._subscribers):
+            subscriber.offer(change, text)
+
+    # ------------------------------------------------------------------- sessions
+
+    def open_session(self, username: str, *, limit: int) -> Session | None:
+        """A session for `username`, or None when the user is at the connection cap."""
+        key = username.casefold()
+        if self._per_user.get(key, 0) >= limit:
+            return None
+        self._per_user[key] = self._per_user.get(key, 0) + 1
+        session = Session(username=key, revalidate=asyncio.Event())
+        self._sessions.add(session)
+        return session
+
+    def close_session(self, session: Session) -> None:
+        if session not in self._sessions:
+            return
+        self._sessions.discard(session)
+        left = self._per_user.get(session.username, 1) - 1
+        if left > 0:
+            self._per_user[session.username] = left
+        else:
+            self._per_user.pop(session.username, None)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel `task` and wait until it has ended (swallowing its outcome)."""
+    if task is None or task.done():
+        if task is not None and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not warn about it
+        return
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task

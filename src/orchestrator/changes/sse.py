@@ -1,0 +1,222 @@
+"""`GET /api/v1/changes`: the change feed as Server-Sent Events (event id = revision)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Annotated
+
+import orjson
+import structlog
+from fastapi import APIRouter, Header, Query, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from orchestrator.auth.deps import Reader, authenticate, bearer_token, services_of
+from orchestrator.changes.hub import (
+    SUBSCRIBABLE,
+    Hub,
+    Outbox,
+    ReplayInterrupted,
+    ResyncRequired,
+    Session,
+    Subscriber,
+    cancel_and_wait,
+)
+from orchestrator.changes.realtime import hub_of
+from orchestrator.db import DatabaseUnavailable
+from orchestrator.errors import Unauthorized, Unprocessable, error_response
+from orchestrator.services import Services
+
+log = structlog.get_logger(__name__)
+router = APIRouter()
+
+KEEPALIVE_SECONDS = 15.0
+RETRY_MILLISECONDS = 2000
+
+
+def parse_collections(value: str | None) -> list[str]:
+    if value is None:
+        return list(SUBSCRIBABLE)
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [name for name in names if name not in SUBSCRIBABLE]
+    if not names or unknown:
+        raise Unprocessable(
+            "Unknown collection",
+            details=[{"field": "collections", "reason": "comma-separated: jobs, tasks"}],
+        )
+    return list(dict.fromkeys(names))
+
+
+def parse_last_event_id(value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if not text.isdigit():
+        raise Unprocessable(
+            "Invalid Last-Event-ID",
+            details=[{"field": "Last-Event-ID", "reason": "a revision (an integer >= 0)"}],
+        )
+    return int(text)
+
+
+def sse_event(text: str) -> bytes:
+    """One frame of the feed as an SSE event: changes are plain messages with id = revision."""
+    body = orjson.loads(text)
+    kind = body.get("type")
+    if kind == "change":
+        return f"id: {body['revision']}\ndata: {text}\n\n".encode()
+    if kind == "resync_required":
+        return f"id: {body['revision']}\nevent: {kind}\ndata: {text}\n\n".encode()
+    return f"event: {kind}\ndata: {text}\n\n".encode()
+
+
+class EventStream(Response):
+    """A streaming response that follows one subscription until the client leaves."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        *,
+        services: Services,
+        hub: Hub,
+        session: Session,
+        token: str,
+        expires_at: float,
+        collections: list[str],
+        since: int | None,
+    ) -> None:
+        super().__init__(status_code=200)
+        # No Content-Length: the stream ends when the subscription does.
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        self.services = services
+        self.hub = hub
+        self.session = session
+        self.token = token
+        self.expires_at = expires_at
+        self.collections = collections
+        self.since = since
+        self.outbox = Outbox(services.settings.ws_send_queue_frames)
+        self.subscriber = Subscriber(hub, self.outbox)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        tasks = {
+            asyncio.create_task(self._write(send), name="sse-write"),
+            asyncio.create_task(self._follow(), name="sse-follow"),
+            asyncio.create_task(self._until_disconnect(receive), name="sse-disconnect"),
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if exc is not None and not isinstance(exc, OSError):
+                    log.error("sse_error", exc_info=exc)
+        finally:
+            self.subscriber.close()
+            self.hub.close_session(self.session)
+            for task in tasks:
+                await cancel_and_wait(task)
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _write(self, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.body",
+                "body": f"retry: {RETRY_MILLISECONDS}\n\n".encode(),
+                "more_body": True,
+            }
+        )
+        while True:
+            try:
+                frames = await asyncio.wait_for(self.outbox.take(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                frames = []
+                body = b": keepalive\n\n"
+            else:
+                if self.outbox.overflowed.is_set():
+                    return  # too slow: the client reconnects with Last-Event-ID
+                body = b"".join(sse_event(text) for text in frames)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def _follow(self) -> None:
+        """Subscribe, then end the stream at token expiry, revocation or overflow."""
+        try:
+            await self.subscriber.subscribe(self.collections, self.since)
+        except ResyncRequired as exc:
+            self.outbox.put(
+                orjson.dumps({"type": "resync_required", "revision": exc.revision}).decode()
+            )
+            await self.subscriber.subscribe(self.collections, exc.revision)
+        except (DatabaseUnavailable, ReplayInterrupted) as exc:
+            log.warning("sse_subscribe_failed", error=type(exc).__name__)
+            return
+        overflow = asyncio.create_task(self.outbox.overflowed.wait())
+        try:
+            while True:
+                revalidate = asyncio.create_task(self.session.revalidate.wait())
+                try:
+                    await asyncio.wait(
+                        {overflow, revalidate},
+                        timeout=max(0.0, self.expires_at - time.time()),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    await cancel_and_wait(revalidate)
+                if overflow.done() or time.time() >= self.expires_at:
+                    return
+                self.session.revalidate.clear()
+                try:
+                    await authenticate(self.services, self.token)
+                except Unauthorized:
+                    return
+                except DatabaseUnavailable:
+                    pass  # cannot tell now; the next change to users asks again
+        finally:
+            await cancel_and_wait(overflow)
+
+    @staticmethod
+    async def _until_disconnect(receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+
+@router.get(
+    "/api/v1/changes",
+    summary="The change feed as Server-Sent Events",
+    response_class=Response,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def change_stream(
+    request: Request,
+    user: Reader,
+    collections: Annotated[str | None, Query(description="comma-separated: jobs, tasks")] = None,
+    since: Annotated[int | None, Query(ge=0, description="replay changes after it")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> Response:
+    services = services_of(request)
+    names = parse_collections(collections)
+    resume = parse_last_event_id(last_event_id)
+    token = bearer_token(request.headers.get("authorization"))
+    assert token is not None  # the Reader dependency has checked it
+    expires_at = services.tokens.verify(token).exp
+    hub = hub_of(services)
+    session = hub.open_session(user.username, limit=services.settings.ws_max_connections_per_user)
+    if session is None:
+        return error_response(request.scope, 429, "Too many live connections for this user")
+    return EventStream(
+        services=services,
+        hub=hub,
+        session=session,
+        token=token,
+        expires_at=expires_at,
+        collections=names,
+        since=resume if resume is not None else since,
+    )

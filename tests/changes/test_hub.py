@@ -1,0 +1,103 @@
+"""The hub in-process: the hand-off from the log to the live feed, and its metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from orchestrator.changes.hub import Outbox, Subscriber
+from orchestrator.changes.log import latest_revision, record_change
+from orchestrator.changes.realtime import hub_of
+from orchestrator.config import Settings
+from orchestrator.db import Database
+from orchestrator.services import Services
+from tests.changes.support import connected, mint_token, until, ws_connect
+from tests.conftest import make_settings
+from tests.factories import make_user
+from tests.server import ServerProcess, free_port
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(
+        database_url,
+        tmp_path / "data",
+        secret_key="realtime-test-secret-" + "k" * 40,
+    )
+
+
+async def write(db: Database, title: str) -> int:
+    body = orjson.dumps({"id": str(uuid.uuid4()), "title": title})
+    async with db.transaction() as tx:
+        return await record_change(
+            tx,
+            dialect=db.dialect,
+            collection="tasks",
+            op="create",
+            resource_id=str(uuid.uuid4()),
+            data=body,
+        )
+
+
+async def test_replay_hands_off_to_live_without_gap_or_duplicate(services: Services) -> None:
+    """Writes land while a slow subscriber replays; a tiny queue forces every overflow path."""
+    start = await latest_revision(services.db)
+    before = [await write(services.db, f"before {n}") for n in range(30)]
+    outbox = Outbox(limit=4)
+    subscriber = Subscriber(hub_of(services), outbox)
+    # The subscriber fills its queue and waits for the client; the live buffer overflows.
+    subscribing = asyncio.create_task(subscriber.subscribe(["tasks"], start))
+    during = [await write(services.db, f"during {n}") for n in range(60)]
+    received: list[int] = []
+    async with asyncio.timeout(30):
+        while len(received) < 90:
+            for text in await outbox.take():
+                body = orjson.loads(text)
+                if body["type"] == "change":
+                    received.append(body["revision"])
+        await subscribing
+    assert received == before + during
+    # Live now: each new change arrives once.
+    for n in range(5):
+        revision = await write(services.db, f"live {n}")
+        async with asyncio.timeout(10):
+            frames = await outbox.take()
+        assert [orjson.loads(text)["revision"] for text in frames] == [revision]
+    subscriber.close()
+    assert not outbox.overflowed.is_set()
+
+
+@pytest.fixture
+async def served(app: FastAPI) -> AsyncIterator[ServerProcess]:
+    """The app (its lifespan already running) served by uvicorn in this process."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, ws_max_size=65536
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    await until(lambda: server.started)
+    try:
+        yield ServerProcess(env={}, log_path=Path("unused"), port=port)
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_websocket_gauge_counts_open_connections(
+    served: ServerProcess, services: Services
+) -> None:
+    await make_user(services, "gauge")
+    gauge = services.metrics.websockets
+    async with ws_connect(served, mint_token("gauge")) as ws:
+        await connected(ws)
+        assert gauge._value.get() == 1
+    await until(lambda: gauge._value.get() == 0)
+    assert services.metrics.registry.get_sample_value("orch_change_feed_lag_revisions") == 0
