@@ -31,7 +31,9 @@ from orchestrator.http.openapi import install_openapi
 from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
+from orchestrator.jobs.lease_routes import router as lease_router
 from orchestrator.jobs.routes import router as jobs_router
+from orchestrator.jobs.sweeper import Sweeper
 from orchestrator.observability.access_log import AccessLogMiddleware
 from orchestrator.observability.logging import protect_secret
 from orchestrator.observability.routes import router as metrics_router
@@ -70,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
+        sweeper = Sweeper(services.db, interval=settings.lease_sweep_seconds)
         services.rate_limits = RateLimits.from_settings(
             settings, tokens=services.tokens, metrics=services.metrics
         )
@@ -79,9 +82,11 @@ def create_app(settings: Settings) -> FastAPI:
             await services.feed.start()
             services.db.faults = faults
             faults.arm()
+            sweeper.start()
             async with realtime(services):
                 yield
         finally:
+            await sweeper.stop()
             await services.feed.stop()
             await services.rate_limits.close()
             await services.db.close()
@@ -102,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(user_router)
+    app.include_router(lease_router)
     app.include_router(jobs_router)
     app.include_router(tasks_router)
     app.include_router(changes_router)

@@ -1,12 +1,16 @@
-"""`orchestrator`: serve, manage users, migrate the database."""
+"""`orchestrator`: serve, manage users, migrate the database, run a worker."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
+import importlib
+import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from orchestrator.auth.passwords import Passwords
@@ -20,7 +24,7 @@ from orchestrator.auth.users import (
     set_disabled,
     set_password,
 )
-from orchestrator.config import Settings
+from orchestrator.config import Settings, WorkerSettings
 from orchestrator.db import Database, DatabaseUnavailable, open_database
 from orchestrator.db.migrate import upgrade
 from orchestrator.errors import ApiError
@@ -163,6 +167,64 @@ def cmd_users_enable(args: argparse.Namespace) -> None:
     print(f"enabled {args.name}")
 
 
+def _handler(spec: str) -> Callable[..., object]:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        sys.exit("orchestrator: --handler must look like module:function")
+    # Like uvicorn: a module next to where the command runs is importable.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        handler = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        sys.exit(f"orchestrator: cannot load handler {spec}: {exc}")
+    if not callable(handler):
+        sys.exit(f"orchestrator: handler {spec} is not callable")
+    return handler  # type: ignore[no-any-return]
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from orchestrator.client import ApiError as RefusedError
+    from orchestrator.client import AsyncClient, Worker
+
+    # The worker is a client of a server: it reads the client's variables, not the server's.
+    client_settings = WorkerSettings()
+    url = args.url or client_settings.server_url
+    username = args.username or client_settings.username
+    if not username:
+        sys.exit("orchestrator: give --username or ORCH_USERNAME")
+    password = client_settings.password.get_secret_value() if client_settings.password else None
+    if args.password_file:
+        password = args.password_file.read_text().strip()
+    if password is None:
+        password = _read_password(confirm=False)
+    handler = _handler(args.handler)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    async def run() -> None:
+        async with AsyncClient(url) as client:
+            try:
+                await client.login(username, password)
+            except RefusedError as exc:
+                sys.exit(f"orchestrator: login as {username} failed: {exc.message}")
+            worker = Worker(
+                client,
+                args.queue or ["default"],
+                handler,
+                concurrency=args.concurrency,
+                lease_seconds=args.lease_seconds,
+                wait=args.wait,
+                name=args.name,
+                shutdown_grace=args.grace,
+            )
+            await worker.run()
+
+    asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -193,6 +255,25 @@ def build_parser() -> argparse.ArgumentParser:
         sub = users.add_parser(verb, help=text)
         sub.add_argument("name")
         sub.set_defaults(func=func)
+
+    worker = verbs.add_parser(
+        "worker",
+        help="run jobs with a handler against a server",
+        description="Claim jobs of the queues, run HANDLER(job) and report the outcome. "
+        "Credentials: --username or ORCH_USERNAME; the password from ORCH_PASSWORD, "
+        "--password-file, or the prompt/stdin. The server: --url or ORCH_SERVER_URL.",
+    )
+    worker.add_argument("--queue", action="append", help="queue to take jobs from (repeatable)")
+    worker.add_argument("--handler", required=True, help="module:function called with each job")
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once")
+    worker.add_argument("--url", help="server URL (default http://127.0.0.1:8000)")
+    worker.add_argument("--username", help="a user with the worker or admin role")
+    worker.add_argument("--password-file", type=Path, help="file holding the password")
+    worker.add_argument("--name", help="worker name shown on its jobs (default host:pid)")
+    worker.add_argument("--lease-seconds", type=float, default=30, help="lease per claim")
+    worker.add_argument("--wait", type=float, default=10, help="seconds a claim waits for work")
+    worker.add_argument("--grace", type=float, default=30, help="seconds to finish at SIGTERM")
+    worker.set_defaults(func=cmd_worker)
     return parser
 
 

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     """How long change-log entries are kept for resuming clients."""
     db_timeout_seconds: float = Field(default=1.5, gt=0, le=60)
     """Bound on connecting to and querying PostgreSQL (and on the `/healthz` probe)."""
+    lease_sweep_seconds: float = Field(default=2.0, gt=0, le=300)
+    """How often each process returns jobs whose lease expired."""
+    retry_backoff_seconds: float = Field(default=2.0, ge=0, le=3600)
+    """Base of a failed job's retry delay: base * 2^(attempt-1)."""
+    retry_backoff_max_seconds: float = Field(default=300.0, ge=0, le=86400)
+    """Cap on a failed job's retry delay."""
     ws_max_connections_per_user: int = Field(default=20, ge=1)
     """WebSocket connections per user and process; one more is closed with 1008."""
     ws_max_messages_per_second: float = Field(default=20.0, gt=0)
@@ -111,6 +117,8 @@ class Settings(BaseSettings):
     """Reads per user."""
     rate_limit_ws_connect: str = "30/minute"
     """WebSocket connections per client address."""
+    rate_limit_workers: str = "6000/minute"
+    """Worker calls (claim, heartbeat, complete, fail, release) per user."""
     redis_url: SecretStr | None = None
     """Redis for rate-limit counters shared by every process (otherwise per process)."""
     redis_key_prefix: str = Field(default="orch", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
@@ -121,9 +129,13 @@ class Settings(BaseSettings):
     """When set, `/metrics` needs `Authorization: Bearer <token>`."""
     # Crash tests only (ignored unless environment is "test"): see orchestrator.faults.
     fault_point: str | None = None
+    """Test environment only: the named point where the process kills itself (crash tests)."""
     fault_after: int = Field(default=0, ge=0)
+    """Test environment only: how many passes of the fault point to let through first."""
     fault_probability: float | None = Field(default=None, ge=0, le=1)
+    """Test environment only: kill at each pass with this probability instead."""
     fault_seed: int = 0
+    """Test environment only: seed of the random kills."""
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -148,6 +160,7 @@ class Settings(BaseSettings):
         "rate_limit_writes",
         "rate_limit_reads",
         "rate_limit_ws_connect",
+        "rate_limit_workers",
     )
     @classmethod
     def _check_rate(cls, value: str) -> str:
@@ -215,3 +228,16 @@ def load_secret_key(settings: Settings) -> str:
     finally:
         tmp.unlink()
     return path.read_text().strip()
+
+
+class WorkerSettings(BaseSettings):
+    """What `orchestrator worker`, a client of a server, reads from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore", frozen=True)
+
+    server_url: str = "http://127.0.0.1:8000"
+    """The server the worker claims jobs from."""
+    username: str | None = None
+    """The worker's account (role `worker`)."""
+    password: SecretStr | None = None
+    """Its password; otherwise `--password-file` or standard input."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ LOGIN_PATHS = frozenset({"/auth/login", "/api/v1/auth/login"})
 EXEMPT_PATHS = frozenset(
     {"/health", "/healthz", "/api/v1/health", "/api/v1/healthz", "/metrics", *LOGIN_PATHS}
 )
+_WORKER_CALL = re.compile(r"^/api/v1/jobs/(claim|[^/]+/(heartbeat|complete|fail|release))$")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # A Redis that does not answer within this costs each request at most this much, once per
 # cool-down; local counters answer in between.
@@ -121,6 +123,7 @@ class RateLimits:
                 "writes": parse(settings.rate_limit_writes),
                 "reads": parse(settings.rate_limit_reads),
                 "ws_connect": parse(settings.rate_limit_ws_connect),
+                "workers": parse(settings.rate_limit_workers),
             },
             tokens=tokens,
             metrics=metrics,
@@ -247,6 +250,9 @@ class RateLimitMiddleware:
         elif scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
+        elif _WORKER_CALL.match(scope["path"]) and scope["method"] == "POST":
+            # A worker makes two writes per job plus heartbeats: its own, larger budget.
+            policy = "workers"
         else:
             policy = "reads" if scope["method"] in READ_METHODS else "writes"
         key = limits.key_of(scope)

@@ -1,0 +1,171 @@
+"""Worker routes: claim a job, heartbeat, complete, fail or release it; cancel a job."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from orchestrator.auth.deps import WorkerRole, Writer, services_of
+from orchestrator.errors import Unprocessable
+from orchestrator.http.etag import canonical_json, etag_for
+from orchestrator.http.resource_ids import resource_id
+from orchestrator.http.responses import data_response
+from orchestrator.jobs.leases import (
+    ClaimWaiters,
+    cancel_job,
+    complete_job,
+    fail_job,
+    heartbeat,
+    release_job,
+)
+from orchestrator.services import Services
+
+router = APIRouter(tags=["workers"])
+
+MAX_RESULT_BYTES = 64 * 1024
+QueueName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+LeaseSeconds = Annotated[float, Field(ge=1, le=3600)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClaimRequest(_Strict):
+    queues: list[QueueName] = Field(
+        default_factory=lambda: ["default"], min_length=1, max_length=50
+    )
+    lease_seconds: LeaseSeconds = 30
+    worker: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    wait: float = Field(default=0, ge=0, le=30)
+
+
+class HeartbeatRequest(_Strict):
+    token: int = Field(ge=0)
+    lease_seconds: LeaseSeconds = 30
+
+
+class CompleteRequest(_Strict):
+    token: int = Field(ge=0)
+    result: Any = None
+
+
+class FailRequest(_Strict):
+    token: int = Field(ge=0)
+    error: str = Field(default="failed", max_length=10_000)
+    retry: bool = True
+
+
+class ReleaseRequest(_Strict):
+    token: int = Field(ge=0)
+
+
+def _waiters(services: Services) -> ClaimWaiters:
+    """The process's waiting claims, listening to the change feed from first use."""
+    waiters = services.extras.get("claim_waiters")
+    if not isinstance(waiters, ClaimWaiters):
+        waiters = ClaimWaiters()
+        services.extras["claim_waiters"] = waiters
+        services.feed.add_listener(waiters.on_change)
+    return waiters
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    data = canonical_json(body)
+    return data_response(data, etag_for(data), status=status)
+
+
+@router.post(
+    "/api/v1/jobs/claim",
+    responses={200: {"description": "A job and its lease"}, 204: {"description": "No job"}},
+)
+async def claim(body: ClaimRequest, request: Request, user: WorkerRole) -> Response:
+    """Take the next due job of `queues`, waiting up to `wait` seconds for one."""
+    services = services_of(request)
+    claimed = await _waiters(services).claim(
+        db=services.db,
+        queues=list(dict.fromkeys(body.queues)),
+        lease_seconds=body.lease_seconds,
+        worker=body.worker or user.username,
+        wait=body.wait,
+    )
+    if claimed is None:
+        return Response(status_code=204)
+    return _json({"job": claimed.job, "lease": claimed.lease.body()})
+
+
+@router.post("/api/v1/jobs/{job_id}/heartbeat")
+async def extend_lease(
+    job_id: str, body: HeartbeatRequest, request: Request, _user: WorkerRole
+) -> Response:
+    """Extend the lease; `cancel_requested` tells the worker to stop."""
+    beat = await heartbeat(
+        db=services_of(request).db,
+        job_id=resource_id(job_id, what="job"),
+        token=body.token,
+        lease_seconds=body.lease_seconds,
+    )
+    return _json(
+        {
+            "id": beat.job_id,
+            "status": beat.status,
+            "cancel_requested": beat.cancel_requested,
+            "lease": beat.lease.body(),
+        }
+    )
+
+
+@router.post("/api/v1/jobs/{job_id}/complete")
+async def complete(
+    job_id: str, body: CompleteRequest, request: Request, _user: WorkerRole
+) -> Response:
+    """Record success and the job's result."""
+    if len(canonical_json(body.result)) > MAX_RESULT_BYTES:
+        raise Unprocessable(details=[{"field": "result", "reason": "at most 64 KiB of JSON"}])
+    job = await complete_job(
+        db=services_of(request).db,
+        job_id=resource_id(job_id, what="job"),
+        token=body.token,
+        result=body.result,
+    )
+    return _json(job)
+
+
+@router.post("/api/v1/jobs/{job_id}/fail")
+async def fail(job_id: str, body: FailRequest, request: Request, _user: WorkerRole) -> Response:
+    """Record a failure: retried after a backoff while attempts remain, unless `retry` is false."""
+    services = services_of(request)
+    job = await fail_job(
+        db=services.db,
+        job_id=resource_id(job_id, what="job"),
+        token=body.token,
+        error=body.error,
+        retry=body.retry,
+        backoff_base=services.settings.retry_backoff_seconds,
+        backoff_cap=services.settings.retry_backoff_max_seconds,
+    )
+    return _json(job)
+
+
+@router.post("/api/v1/jobs/{job_id}/release")
+async def release(
+    job_id: str, body: ReleaseRequest, request: Request, _user: WorkerRole
+) -> Response:
+    """Give the job back unfinished (a worker shutting down); the attempt is not counted."""
+    job = await release_job(
+        db=services_of(request).db, job_id=resource_id(job_id, what="job"), token=body.token
+    )
+    return _json(job)
+
+
+@router.post(
+    "/api/v1/jobs/{job_id}/cancel",
+    responses={202: {"description": "Cancellation requested from the running worker"}},
+)
+async def cancel(job_id: str, request: Request, _user: Writer) -> Response:
+    """Cancel a pending job now, or ask the worker of a running one to stop."""
+    job = await cancel_job(db=services_of(request).db, job_id=resource_id(job_id, what="job"))
+    return _json(job, status=200 if job["status"] == "cancelled" else 202)

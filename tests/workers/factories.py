@@ -1,0 +1,59 @@
+"""Jobs written straight into the database, as the create route stores them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from orchestrator.changes.log import record_change
+from orchestrator.db import Database
+from orchestrator.http.etag import canonical_json
+from orchestrator.jobs.records import JOB_COLUMNS, job_body
+from orchestrator.timestamps import utcnow
+
+
+async def insert_jobs(
+    db: Database,
+    count: int = 1,
+    *,
+    queue: str = "default",
+    payload: dict[str, Any] | None = None,
+    priority: int = 0,
+    max_attempts: int = 3,
+    created_by: str = "admin",
+) -> list[str]:
+    """`count` pending jobs in one transaction, each with its change; returns their ids."""
+    ids: list[str] = []
+    async with db.transaction() as tx:
+        for n in range(count):
+            job_id = str(uuid.uuid4())
+            now = utcnow()
+            row = await tx.fetch_one(
+                "INSERT INTO jobs (id, title, status, created_by, queue, payload, priority, "
+                "max_attempts, run_after, created_at, updated_at) VALUES (:id, :title, "
+                "'pending', :created_by, :queue, :payload, :priority, :max_attempts, :now, "
+                f":now, :now) RETURNING {JOB_COLUMNS}",
+                {
+                    "id": job_id,
+                    "title": f"job {n}",
+                    "created_by": created_by,
+                    "queue": queue,
+                    "payload": orjson.dumps(payload).decode() if payload is not None else None,
+                    "priority": priority,
+                    "max_attempts": max_attempts,
+                    "now": now,
+                },
+            )
+            assert row is not None
+            await record_change(
+                tx,
+                dialect=db.dialect,
+                collection="jobs",
+                op="create",
+                resource_id=job_id,
+                data=canonical_json(job_body(row)),
+            )
+            ids.append(job_id)
+    return ids
