@@ -90,7 +90,10 @@ def _sqlite_connect(path: str, *, busy_timeout_ms: int) -> sqlite3.Connection:
         timeout=busy_timeout_ms / 1000,
     )
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
+    # Switching to WAL takes a lock (and can fail "locked" under concurrent writers): only the
+    # first connection to a new file needs to, and the mode is then kept in the file.
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
