@@ -90,7 +90,7 @@ def claims(**changes: object) -> dict[str, object]:
         "sub": "alice",
         "iss": ISSUER,
         "aud": AUDIENCE,
-        "iat": int(now),
+        "iat": round(now, 6),  # as the service issues them: sub-second
         "exp": int(now) + 600,
         "jti": uuid.uuid4().hex,
     }
