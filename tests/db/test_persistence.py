@@ -104,7 +104,7 @@ async def test_a_held_write_lock_stalls_neither_health_nor_reads(
 ) -> None:
     """Another connection holds the write lock: a write waits, everything else answers."""
     assert isinstance(services.db, SqliteDatabase)
-    holder = sqlite3.connect(services.db.path, isolation_level=None)
+    holder = sqlite3.connect(services.db.path, isolation_level=None, timeout=30)
     try:
         holder.execute("BEGIN IMMEDIATE")
         write = asyncio.create_task(
