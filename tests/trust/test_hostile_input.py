@@ -188,6 +188,9 @@ def test_malformed_or_huge_if_match_on_a_write_is_refused(
             response = client.request(
                 method.upper(), url, headers={"If-Match": value, **JSON}, content=b"{}"
             )
+            if response.text == "Invalid HTTP request received.":
+                assert response.status_code == 400
+                continue  # a control character: refused by the HTTP parser before the app
             assert_refused(response)
     assert snapshot(live) == before
 
