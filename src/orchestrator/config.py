@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     """WebSocket connections per client address."""
     rate_limit_workers: str = "6000/minute"
     """Worker calls (claim, heartbeat, complete, fail, release) per user."""
+    claim_max_wait_seconds: float = Field(default=30.0, ge=0, le=30)
+    """Longest a claim waits for work; a longer `wait` is shortened to it."""
     redis_url: SecretStr | None = None
     """Redis for rate-limit counters shared by every process (otherwise per process)."""
     redis_key_prefix: str = Field(default="orch", pattern=r"^[A-Za-z0-9._:-]{1,64}$")

@@ -20,6 +20,8 @@ def server_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[s
         "ORCH_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "ORCH_SECRET_KEY": SECRET,
         "ORCH_CHANGE_POLL_SECONDS": "0.2",
+        # A fuzzer's claim may ask to wait 30 s for work; keep such long polls short here.
+        "ORCH_CLAIM_MAX_WAIT_SECONDS": "0.2",
         "ORCH_LOG_LEVEL": "WARNING",
         # These tests log in and write far faster than any person; the limiter has its own tests.
         "ORCH_RATE_LIMIT_ENABLED": "false",

@@ -90,7 +90,7 @@ async def claim(body: ClaimRequest, request: Request, user: WorkerRole) -> Respo
         queues=list(dict.fromkeys(body.queues)),
         lease_seconds=body.lease_seconds,
         worker=body.worker or user.username,
-        wait=body.wait,
+        wait=min(body.wait, services.settings.claim_max_wait_seconds),
     )
     if claimed is None:
         return Response(status_code=204)
