@@ -104,9 +104,13 @@ async def test_a_held_write_lock_stalls_neither_health_nor_reads(
 ) -> None:
     """Another connection holds the write lock: a write waits, everything else answers."""
     assert isinstance(services.db, SqliteDatabase)
-    holder = sqlite3.connect(services.db.path, isolation_level=None, timeout=30)
+    holder = sqlite3.connect(
+        services.db.path, isolation_level=None, timeout=30, check_same_thread=False
+    )
     try:
-        holder.execute("BEGIN IMMEDIATE")
+        # Off the loop: a background write of the app (the lease sweeper) may be mid-transaction
+        # and needs the loop to commit before the holder can take the lock.
+        await asyncio.to_thread(holder.execute, "BEGIN IMMEDIATE")
         write = asyncio.create_task(
             create_user(services.db, username="waiting", password_hash="h", role="member")
         )
