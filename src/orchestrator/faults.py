@@ -17,6 +17,7 @@ from typing import Literal
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.config import Settings
+from orchestrator.observability.context import request_id_var
 
 FaultPoint = Literal["before_commit", "after_commit_before_response", "after_commit_before_publish"]
 FAULT_POINTS: tuple[FaultPoint, ...] = (
@@ -60,6 +61,10 @@ class Faults:
     def reach(self, point: FaultPoint) -> None:
         """Die here when the configured point, count or draw says so."""
         if not self.armed or self.point not in (point, "random"):
+            return
+        if request_id_var.get() is None:
+            # Background writes (lease sweeps, pruning) are not what clients were told about;
+            # counting them would make the kills land at times no test can replay.
             return
         self._hits += 1
         if self.probability is not None:
