@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from orchestrator.auth.deps import WorkerRole, Writer, services_of
 from orchestrator.errors import Unprocessable
@@ -28,17 +28,8 @@ router = APIRouter(tags=["workers"])
 MAX_RESULT_BYTES = 64 * 1024
 QueueName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 
-
-def _not_boolean(value: object) -> object:
-    # pydantic's lax mode reads true as 1; a boolean is never a number here.
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not a boolean")
-    return value
-
-
-Number = BeforeValidator(_not_boolean)
-LeaseSeconds = Annotated[float, Number, Field(ge=1, le=3600)]
-Token = Annotated[int, Number, Field(ge=0)]
+# strict: a boolean is not a number of seconds (lax mode would read true as 1).
+LeaseSeconds = Annotated[float, Field(ge=1, le=3600, strict=True)]
 
 
 class _Strict(BaseModel):
@@ -51,27 +42,27 @@ class ClaimRequest(_Strict):
     )
     lease_seconds: LeaseSeconds = 30
     worker: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
-    wait: Annotated[float, Number, Field(ge=0, le=30)] = 0
+    wait: Annotated[float, Field(ge=0, le=30, strict=True)] = 0
 
 
 class HeartbeatRequest(_Strict):
-    token: Token
+    token: int = Field(ge=0)
     lease_seconds: LeaseSeconds = 30
 
 
 class CompleteRequest(_Strict):
-    token: Token
+    token: int = Field(ge=0)
     result: Any = None
 
 
 class FailRequest(_Strict):
-    token: Token
+    token: int = Field(ge=0)
     error: str = Field(default="failed", max_length=10_000)
     retry: bool = True
 
 
 class ReleaseRequest(_Strict):
-    token: Token
+    token: int = Field(ge=0)
 
 
 def _waiters(services: Services) -> ClaimWaiters:
