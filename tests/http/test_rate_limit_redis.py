@@ -20,8 +20,8 @@ from websockets.exceptions import InvalidStatus
 
 from tests.apps import client_for, running_app
 from tests.conftest import REDIS_URL, REQUIRE_SERVICES
+from tests.netproxy import NetProxy
 from tests.server import ServerProcess, free_port
-from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.redis
 # generous: a loaded CI machine can take a while to start a server (migrations, argon2 warm-up)
@@ -67,7 +67,7 @@ def metric(text: str, name: str) -> float:
 
 async def test_redis_outage_degrades_to_local_limits(tmp_path: Path, redis_prefix: str) -> None:
     target = urlsplit(REDIS_URL)
-    proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 6379).start()
+    proxy = await NetProxy(target.hostname or "127.0.0.1", target.port or 6379).start()
     url = f"redis://127.0.0.1:{proxy.port}{target.path}"
     overrides = {"rate_limit_reads": "4/minute", "redis_url": url, "redis_key_prefix": redis_prefix}
     try:
@@ -94,7 +94,7 @@ async def test_redis_outage_degrades_to_local_limits(tmp_path: Path, redis_prefi
             assert metric(scraped, "orch_rate_limit_storage_fallbacks_total") >= 1
 
             # Redis comes back: shared counting resumes after the cool-down
-            await proxy.start()
+            proxy.restore()
             deadline = time.monotonic() + 10
             n = 0
             while time.monotonic() < deadline:
@@ -108,7 +108,7 @@ async def test_redis_outage_degrades_to_local_limits(tmp_path: Path, redis_prefi
             else:
                 raise AssertionError("rate limits never went back to Redis")
     finally:
-        await proxy.cut()
+        await proxy.close()
 
 
 @pytest.fixture
