@@ -1,16 +1,23 @@
-"""Resource ids in paths: UUIDs, answered the same way everywhere when they are not."""
+"""Resource ids in paths: `{job_id:id}` matches only a UUID, handed over in lower case.
+
+Matching in the router rather than in each handler means a path such as `/api/v1/jobs/claim`
+names no job: a wrong method there is a 405 that allows only what `claim` serves, and a path
+whose id is not a UUID is a 404 before authentication or a body is looked at.
+"""
 
 from __future__ import annotations
 
-import re
-
-from orchestrator.errors import NotFound
-
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+from starlette.convertors import Convertor, register_url_convertor
 
 
-def resource_id(raw: str, *, what: str) -> str:
-    """The canonical (lower-case) form of a UUID path id; anything else names nothing: 404."""
-    if len(raw) != 36 or _UUID.match(raw) is None:
-        raise NotFound(f"No such {what}")
-    return raw.lower()
+class ResourceIdConvertor(Convertor[str]):
+    regex = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+    def convert(self, value: str) -> str:
+        return value.lower()
+
+    def to_string(self, value: str) -> str:
+        return value.lower()
+
+
+register_url_convertor("id", ResourceIdConvertor())

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+import orchestrator.http.resource_ids  # noqa: F401  (the {…:id} path convertor)
 from orchestrator.auth.deps import WorkerRole, Writer, services_of
 from orchestrator.errors import Unprocessable
 from orchestrator.http.etag import canonical_json, etag_for
-from orchestrator.http.resource_ids import resource_id
 from orchestrator.http.responses import data_response
 from orchestrator.jobs.leases import (
     ClaimWaiters,
@@ -99,14 +99,14 @@ async def claim(body: ClaimRequest, request: Request, user: WorkerRole) -> Respo
     return _json({"job": claimed.job, "lease": claimed.lease.body()})
 
 
-@router.post("/api/v1/jobs/{job_id}/heartbeat")
+@router.post("/api/v1/jobs/{job_id:id}/heartbeat")
 async def extend_lease(
     job_id: str, body: HeartbeatRequest, request: Request, _user: WorkerRole
 ) -> Response:
     """Extend the lease; `cancel_requested` tells the worker to stop."""
     beat = await heartbeat(
         db=services_of(request).db,
-        job_id=resource_id(job_id, what="job"),
+        job_id=job_id,
         token=body.token,
         lease_seconds=body.lease_seconds,
     )
@@ -120,7 +120,7 @@ async def extend_lease(
     )
 
 
-@router.post("/api/v1/jobs/{job_id}/complete")
+@router.post("/api/v1/jobs/{job_id:id}/complete")
 async def complete(
     job_id: str, body: CompleteRequest, request: Request, _user: WorkerRole
 ) -> Response:
@@ -129,20 +129,20 @@ async def complete(
         raise Unprocessable(details=[{"field": "result", "reason": "at most 64 KiB of JSON"}])
     job = await complete_job(
         db=services_of(request).db,
-        job_id=resource_id(job_id, what="job"),
+        job_id=job_id,
         token=body.token,
         result=body.result,
     )
     return _json(job)
 
 
-@router.post("/api/v1/jobs/{job_id}/fail")
+@router.post("/api/v1/jobs/{job_id:id}/fail")
 async def fail(job_id: str, body: FailRequest, request: Request, _user: WorkerRole) -> Response:
     """Record a failure: retried after a backoff while attempts remain, unless `retry` is false."""
     services = services_of(request)
     job = await fail_job(
         db=services.db,
-        job_id=resource_id(job_id, what="job"),
+        job_id=job_id,
         token=body.token,
         error=body.error,
         retry=body.retry,
@@ -152,22 +152,20 @@ async def fail(job_id: str, body: FailRequest, request: Request, _user: WorkerRo
     return _json(job)
 
 
-@router.post("/api/v1/jobs/{job_id}/release")
+@router.post("/api/v1/jobs/{job_id:id}/release")
 async def release(
     job_id: str, body: ReleaseRequest, request: Request, _user: WorkerRole
 ) -> Response:
     """Give the job back unfinished (a worker shutting down); the attempt is not counted."""
-    job = await release_job(
-        db=services_of(request).db, job_id=resource_id(job_id, what="job"), token=body.token
-    )
+    job = await release_job(db=services_of(request).db, job_id=job_id, token=body.token)
     return _json(job)
 
 
 @router.post(
-    "/api/v1/jobs/{job_id}/cancel",
+    "/api/v1/jobs/{job_id:id}/cancel",
     responses={202: {"description": "Cancellation requested from the running worker"}},
 )
 async def cancel(job_id: str, request: Request, _user: Writer) -> Response:
     """Cancel a pending job now, or ask the worker of a running one to stop."""
-    job = await cancel_job(db=services_of(request).db, job_id=resource_id(job_id, what="job"))
+    job = await cancel_job(db=services_of(request).db, job_id=job_id)
     return _json(job, status=200 if job["status"] == "cancelled" else 202)

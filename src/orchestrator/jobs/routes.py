@@ -7,6 +7,7 @@ from typing import Any, get_args
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+import orchestrator.http.resource_ids  # noqa: F401  (the {…:id} path convertor)
 from orchestrator.auth.deps import Reader, Writer, services_of
 from orchestrator.changes.log import collection_revision
 from orchestrator.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
@@ -25,7 +26,6 @@ from orchestrator.http.lists import (
     serve_list,
     single_param,
 )
-from orchestrator.http.resource_ids import resource_id
 from orchestrator.http.responses import conditional_get, data_response
 from orchestrator.jobs.queries import StoredJob, create_job, delete_job, get_job, list_jobs
 from orchestrator.jobs.records import JobStatus
@@ -109,20 +109,20 @@ async def get_job_list(request: Request, user: Reader) -> Response:
 
 
 @router.get(
-    f"{JOBS}/{{job_id}}",
+    f"{JOBS}/{{job_id:id}}",
     response_model=None,
     responses={**_CONDITIONAL, 404: {"description": "No such job"}},
     summary="Read a job",
 )
 async def get_one_job(job_id: str, request: Request, user: Reader) -> Response:
-    job = await get_job(services_of(request).db, job_id=resource_id(job_id, what="job"))
+    job = await get_job(services_of(request).db, job_id=job_id)
     if job is None:
         raise NotFound("No such job")
     return conditional_get(request, job.etag) or data_response(job.body, job.etag)
 
 
 @router.delete(
-    f"{JOBS}/{{job_id}}",
+    f"{JOBS}/{{job_id:id}}",
     status_code=204,
     response_model=None,
     responses={
@@ -134,7 +134,6 @@ async def get_one_job(job_id: str, request: Request, user: Reader) -> Response:
 )
 async def delete_one_job(job_id: str, request: Request, user: Writer) -> Response:
     db = services_of(request).db
-    job_id = resource_id(job_id, what="job")
     current = await get_job(db, job_id=job_id)
     if current is None:
         raise NotFound("No such job")

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+import orchestrator.http.resource_ids  # noqa: F401  (the {…:id} path convertor)
 from orchestrator.auth.deps import Reader, Writer, services_of
 from orchestrator.changes.log import collection_revision
 from orchestrator.errors import Conflict, NotFound, PreconditionFailed
@@ -18,7 +19,6 @@ from orchestrator.http.idempotency import (
     stored_response,
 )
 from orchestrator.http.lists import PageRequest, Position, list_cache, page_request, serve_list
-from orchestrator.http.resource_ids import resource_id
 from orchestrator.http.responses import conditional_get, data_response
 from orchestrator.tasks.queries import (
     StoredTask,
@@ -103,27 +103,26 @@ async def get_task_list(request: Request, user: Reader) -> Response:
 
 
 @router.get(
-    f"{TASKS}/{{task_id}}",
+    f"{TASKS}/{{task_id:id}}",
     response_model=None,
     responses={**_CONDITIONAL, 404: {"description": "No such task"}},
     summary="Read a task",
 )
 async def get_one_task(task_id: str, request: Request, user: Reader) -> Response:
-    task = await get_task(services_of(request).db, task_id=resource_id(task_id, what="task"))
+    task = await get_task(services_of(request).db, task_id=task_id)
     if task is None:
         raise NotFound("No such task")
     return conditional_get(request, task.etag) or data_response(task.body, task.etag)
 
 
 @router.patch(
-    f"{TASKS}/{{task_id}}",
+    f"{TASKS}/{{task_id:id}}",
     response_model=None,
     responses=_GUARDED,
     summary="Edit a task's title and/or description (If-Match required)",
 )
 async def patch_task(task_id: str, body: TaskPatch, request: Request, user: Writer) -> Response:
     db = services_of(request).db
-    task_id = resource_id(task_id, what="task")
     current = await get_task(db, task_id=task_id)
     if current is None:
         raise NotFound("No such task")
@@ -145,7 +144,7 @@ async def patch_task(task_id: str, body: TaskPatch, request: Request, user: Writ
 
 
 @router.delete(
-    f"{TASKS}/{{task_id}}",
+    f"{TASKS}/{{task_id:id}}",
     status_code=204,
     response_model=None,
     responses=_GUARDED,
@@ -153,7 +152,6 @@ async def patch_task(task_id: str, body: TaskPatch, request: Request, user: Writ
 )
 async def delete_one_task(task_id: str, request: Request, user: Writer) -> Response:
     db = services_of(request).db
-    task_id = resource_id(task_id, what="task")
     current = await get_task(db, task_id=task_id)
     if current is None:
         raise NotFound("No such task")
