@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,8 +35,37 @@ async def test_sqlite_runs_in_wal_with_foreign_keys_and_a_busy_timeout(
     for pragma, expected in (("journal_mode", "wal"), ("foreign_keys", 1)):
         row: Any = await db.fetch_one(f"PRAGMA {pragma}")
         assert row[0] == expected
-    timeout: Any = await db.fetch_one("PRAGMA busy_timeout")
+    # Writes and list reads wait for a lock rather than fail; one-row reads never wait on the
+    # event loop (see the next test).
+    async with db.transaction() as tx:
+        timeout: Any = await tx.fetch_one("PRAGMA busy_timeout")
     assert timeout[0] >= 5000
+    assert (await db.fetch_all("PRAGMA busy_timeout"))[0][0] >= 5000
+
+
+async def test_a_one_row_read_that_must_wait_for_a_lock_waits_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """One-row reads run on the event loop; one that SQLite makes wait goes to a thread."""
+    path = tmp_path / "locked.db"
+    # A connection in exclusive locking mode, first on the file, keeps every other one out.
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db = SqliteDatabase(path)
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("PRAGMA journal_mode=WAL")
+        holder.execute("CREATE TABLE t (x INTEGER)")
+        holder.execute("INSERT INTO t VALUES (42)")
+        read = asyncio.create_task(db.fetch_one("SELECT x FROM t"))
+        for _ in range(100):  # the loop keeps running other work while the read waits
+            await asyncio.sleep(0)
+        assert not read.done()
+        holder.close()
+        row: Any = await asyncio.wait_for(read, 30)
+        assert row[0] == 42
+    finally:
+        holder.close()
+        await db.close()
 
 
 async def test_timestamps_are_utc_with_an_explicit_offset(services: Services) -> None:

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.errors import ApiError
+from orchestrator.observability.logging import access_line
 
-log = structlog.get_logger("orchestrator.access")
+INFO, ERROR = logging.INFO, logging.ERROR
 
 
 def route_template(scope: Scope) -> str:
     """The matched route's path template (`/api/v1/jobs/{job_id}`), never the raw path."""
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(route, "path_format", None)  # `{job_id}`, without the `:id` convertor
     return path if isinstance(path, str) else "<unmatched>"
 
 
@@ -62,7 +63,8 @@ class AccessLogMiddleware:
                 metrics.latency.labels(*labels).observe(elapsed)
                 if state.get("login_failed"):
                     metrics.failed_logins.inc()
-            (log.error if status >= 500 else log.info)(
+            access_line(
+                ERROR if status >= 500 else INFO,
                 "request",
                 method=method,
                 route=route,
@@ -83,7 +85,8 @@ class AccessLogMiddleware:
             kind = message["type"]
             if kind == "websocket.accept":
                 accepted = True
-                log.info(
+                access_line(
+                    INFO,
                     "websocket_connect",
                     route=route_template(scope),
                     path=scope["path"],
@@ -112,11 +115,11 @@ class AccessLogMiddleware:
                 "duration_ms": round((time.perf_counter() - start) * 1000, 3),
             }
             if accepted:
-                log.info("websocket_close", code=close_code, closed_by=closed_by, **fields)
+                access_line(INFO, "websocket_close", code=close_code, closed_by=closed_by, **fields)
             else:
                 # uvicorn answers a close before accept with 403
                 status = denied_status or 403
-                log.info("websocket_rejected", status=status, code=close_code, **fields)
+                access_line(INFO, "websocket_rejected", status=status, code=close_code, **fields)
 
 
 def _websocket_user(scope: Scope) -> str | None:

@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, MutableMapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -131,6 +132,47 @@ class _JsonLinesLogger:
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 
 
+class _AccessSink:
+    """Writes access lines straight to the log streams: the same JSON line that structlog
+    renders (same keys, same scrubbing), without its processor chain.
+
+    Every request writes one, and the chain (context variables, level and logger names, the
+    time stamp, the redactor over every field, then rendering) cost about 30 µs a line: a
+    fifth of the whole CPU cost of `GET /health`.
+    """
+
+    def __init__(self, level: int, handlers: list[logging.StreamHandler[Any]]) -> None:
+        self.level = level
+        self.writer = _JsonLinesLogger(ACCESS_LOGGER, handlers)
+
+    def write(self, level: int, event: str, fields: dict[str, Any]) -> None:
+        if level < self.level:
+            return
+        scrub = redactor.scrub
+        line = {k: scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
+        line["event"] = event
+        request_id = request_id_var.get()
+        if request_id is not None:
+            line.setdefault("request_id", scrub(request_id))
+        line["level"] = logging.getLevelName(level).lower()
+        line["logger"] = ACCESS_LOGGER
+        line["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        self.writer.msg(orjson.dumps(line, default=repr))
+
+
+ACCESS_LOGGER = "orchestrator.access"
+_access_sink: _AccessSink | None = None
+
+
+def access_line(level: int, event: str, **fields: Any) -> None:
+    """One access-log line (`request`, `websocket_connect`, ...) at `level`."""
+    sink = _access_sink
+    if sink is None:  # logging is not configured (in-process tests): the structlog path
+        structlog.get_logger(ACCESS_LOGGER).log(level, event, **fields)
+        return
+    sink.write(level, event, fields)
+
+
 def _render(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> bytes:
     return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS)
 
@@ -179,6 +221,8 @@ def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    global _access_sink  # noqa: PLW0603  (configured once per process, like structlog itself)
+    _access_sink = _AccessSink(level, handlers)
     structlog.configure(
         # the redactor last before rendering, as for foreign lines above
         processors=[*shared, structlog.processors.format_exc_info, redactor, _render],
