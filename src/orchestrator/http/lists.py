@@ -108,35 +108,46 @@ class CachedList:
 
 
 class ListCache:
-    """Serialised list bodies by (collection, revision, query), least recently used out.
+    """The serialised body of each list query at its collection's newest revision served,
+    least recently used out.
 
-    A revision never comes back, so an entry never goes stale: it just stops being asked for.
-    Bounded by entry count and by total body bytes.
+    A query keeps one entry: a newer revision replaces the older one, which can never be
+    asked for again (revisions only grow). Keeping every revision instead made a busy
+    collection fill the whole byte budget with dead bodies. Bounded by entry count and by
+    total body bytes.
     """
 
     def __init__(self, *, max_entries: int = 256, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self._entries: OrderedDict[Hashable, CachedList] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[int, CachedList]] = OrderedDict()
         self._bytes = 0
         self._max_entries = max_entries
         self._max_bytes = max_bytes
 
-    def get(self, key: Hashable) -> CachedList | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-        return entry
+    def get(self, query: Hashable, revision: int) -> CachedList | None:
+        found = self._entries.get(query)
+        if found is None or found[0] != revision:
+            return None
+        self._entries.move_to_end(query)
+        return found[1]
 
-    def put(self, key: Hashable, entry: CachedList) -> None:
+    def put(self, query: Hashable, revision: int, entry: CachedList) -> None:
+        old = self._entries.get(query)
+        if old is not None and old[0] > revision:
+            return  # a request that read an older revision finished last
         if len(entry.body) > self._max_bytes:
             return
-        old = self._entries.pop(key, None)
         if old is not None:
-            self._bytes -= len(old.body)
-        self._entries[key] = entry
+            del self._entries[query]
+            self._bytes -= len(old[1].body)
+        self._entries[query] = (revision, entry)
         self._bytes += len(entry.body)
         while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
-            _key, dropped = self._entries.popitem(last=False)
+            _query, (_revision, dropped) = self._entries.popitem(last=False)
             self._bytes -= len(dropped.body)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -166,8 +177,8 @@ async def serve_list(
     link_params: Sequence[tuple[str, str]] = (),
 ) -> Response:
     """A list's 200 or 304; the collection is read only when this revision was never served."""
-    cache_key = (key, revision, page.limit, page.cursor)
-    entry = cache.get(cache_key)
+    query = (key, page.limit, page.cursor)
+    entry = cache.get(query, revision)
     if entry is None:
         items, following = await read(page)
         document = envelope(items)
@@ -181,7 +192,7 @@ async def serve_list(
                 )
         body = canonical_json(document)
         entry = CachedList(body=body, etag=etag_for(body), link=link)
-        cache.put(cache_key, entry)
+        cache.put(query, revision, entry)
     headers = {"Link": entry.link} if entry.link is not None else None
     return conditional_get(request, entry.etag, headers) or data_response(
         entry.body, entry.etag, headers=headers

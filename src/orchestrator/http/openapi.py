@@ -17,7 +17,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from orchestrator.auth.deps import current_user
+from orchestrator.auth.deps import AUTHENTICATING
 
 ENVELOPE_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
 SECURITY_SCHEME = "bearerAuth"
@@ -87,7 +87,7 @@ def _dependencies(dependant: Dependant) -> Iterator[Dependant]:
 def is_protected(path: str, dependant: Dependant) -> bool:
     """Whether the route needs a bearer token: it depends on the current user, or it is an
     API route that is not one of the public ones."""
-    if any(dep.call is current_user for dep in _dependencies(dependant)):
+    if any(dep.call in AUTHENTICATING for dep in _dependencies(dependant)):
         return True
     return path.startswith("/api/") and not path.endswith(_PUBLIC_SUFFIXES)
 
