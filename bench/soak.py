@@ -71,7 +71,10 @@ async def subscribe(
         async with websockets.connect(
             f"{url}/ws?token={token}", max_queue=None, open_timeout=60, ping_interval=None
         ) as ws:
-            await ws.send(orjson.dumps({"type": "subscribe", "collections": ["jobs", "tasks"]}))
+            # A text frame: a binary one gets an "invalid_message" error and no subscription.
+            await ws.send(
+                orjson.dumps({"type": "subscribe", "collections": ["jobs", "tasks"]}).decode()
+            )
             while True:
                 message = orjson.loads(await ws.recv())
                 if message.get("type") == "subscribed":
@@ -179,7 +182,7 @@ async def soak(url: str, pid: int, *, subscribers: int, duration: float) -> dict
             tally.errors.append(f"final read: {final}")
         # Every change up to now must reach every subscriber; wait for the stragglers.
         async with websockets.connect(f"{ws_url}/ws?token={token}") as probe:
-            await probe.send(orjson.dumps({"type": "ping"}))
+            await probe.send(orjson.dumps({"type": "ping"}).decode())
             while True:
                 message = orjson.loads(await probe.recv())
                 if message.get("type") == "pong":
