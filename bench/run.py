@@ -33,7 +33,7 @@ import httpx
 
 from bench import servers, wrk
 from bench.seed import seed_tasks
-from bench.ws_clients import FanoutResult, run_fanout
+from bench.ws_fanout import FanoutResult, measure
 
 
 @dataclass
@@ -184,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration per scenario")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections")
     parser.add_argument("--subscribers", type=int, default=1000, help="WebSocket subscribers")
-    parser.add_argument("--changes", type=int, default=20, help="fanned-out changes per round")
-    parser.add_argument("--ws-processes", type=int, default=2, help="WebSocket client processes")
+    parser.add_argument("--changes", type=int, default=100, help="fanned-out changes per round")
     parser.add_argument(
         "--only",
         default=",".join(GROUPS),
@@ -370,14 +369,14 @@ def _run(
         if "ws" in groups:
             ws = services["ws"]
             fanouts.append(
-                run_fanout(
-                    base_url=ws.url,
-                    ws_url=ws.ws_url,
-                    token=tokens["ws"],
-                    subscribers=args.subscribers,
-                    changes=args.changes,
-                    processes=args.ws_processes,
-                    gap_seconds=0.5,
+                asyncio.run(
+                    measure(
+                        writer_url=ws.url,
+                        reader_port=ws.port,
+                        token=tokens["ws"],
+                        subscribers=args.subscribers,
+                        changes=args.changes,
+                    )
                 )
             )
     memory = services["ws"].memory_kib() if "ws" in groups else None

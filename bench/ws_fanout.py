@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -117,6 +118,64 @@ class Fanout:
         return sub
 
 
+@dataclass(frozen=True)
+class FanoutResult:
+    subscribers: int
+    changes: int
+    received: int
+    write_p50_ms: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def _percentile(ordered: list[float], share: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+async def measure(
+    *, writer_url: str, reader_port: int, token: str, subscribers: int, changes: int
+) -> FanoutResult:
+    """Connect `subscribers` to the reader, create `changes` tasks one at a time through the
+    writer (after five warm-up ones), and time every receipt of each."""
+    bench = Fanout()
+    subs: list[Subscriber] = []
+    try:
+        for start in range(0, subscribers, 100):
+            batch = range(start, min(start + 100, subscribers))
+            subs += await asyncio.gather(*(bench.connect(reader_port, token) for _ in batch))
+        headers = {"Authorization": f"Bearer {token}"}
+        write_times: list[float] = []
+        async with httpx.AsyncClient(base_url=writer_url, timeout=30, headers=headers) as client:
+            for n in range(changes + 5):
+                bench.all_arrived.clear()
+                bench.waiting = set(subs)
+                bench.started = time.perf_counter()
+                response = await client.post("/api/v1/collab/tasks", json={"title": f"fan-out {n}"})
+                assert response.status_code == 201, response.text
+                write_times.append(time.perf_counter() - bench.started)
+                await asyncio.wait_for(bench.all_arrived.wait(), 30)
+                if n == 4:  # warm-up rounds
+                    bench.samples.clear()
+                    write_times.clear()
+    finally:
+        for sub in subs:
+            if sub.transport is not None:
+                sub.transport.abort()
+    samples = sorted(bench.samples)
+    return FanoutResult(
+        subscribers=subscribers,
+        changes=changes,
+        received=len(samples),
+        write_p50_ms=statistics.median(write_times) * 1000,
+        p50_ms=_percentile(samples, 0.50) * 1000,
+        p99_ms=_percentile(samples, 0.99) * 1000,
+        max_ms=samples[-1] * 1000 if samples else float("nan"),
+    )
+
+
 def _start(env: dict[str, str], log: Path) -> ServerProcess:
     return ServerProcess(env=env, log_path=log).start(timeout=120)
 
@@ -137,7 +196,6 @@ async def run(subscribers: int, rounds: int, postgres: bool) -> None:
         if database_url:
             env["ORCH_DATABASE_URL"] = database_url
         servers: list[ServerProcess] = []
-        subs: list[Subscriber] = []
         try:
             servers.append(await asyncio.to_thread(_start, env, root / "writer.log"))
             if postgres:
@@ -148,48 +206,25 @@ async def run(subscribers: int, rounds: int, postgres: bool) -> None:
                     "/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
                 )
                 token = login.json()["access_token"]
-                headers = {"Authorization": f"Bearer {token}"}
-                bench = Fanout()
-                for start in range(0, subscribers, 100):
-                    batch = range(start, min(start + 100, subscribers))
-                    subs += await asyncio.gather(
-                        *(bench.connect(reader.port, token) for _ in batch)
-                    )
-                write_times: list[float] = []
-                for n in range(rounds + 5):
-                    bench.all_arrived.clear()
-                    bench.waiting = set(subs)
-                    bench.started = time.perf_counter()
-                    response = await client.post(
-                        "/api/v1/collab/tasks", json={"title": f"fan-out {n}"}, headers=headers
-                    )
-                    assert response.status_code == 201, response.text
-                    write_times.append(time.perf_counter() - bench.started)
-                    await asyncio.wait_for(bench.all_arrived.wait(), 30)
-                    if n == 4:  # warm-up rounds
-                        bench.samples.clear()
-                        write_times.clear()
-            samples = sorted(bench.samples)
+            result = await measure(
+                writer_url=writer.url,
+                reader_port=reader.port,
+                token=token,
+                subscribers=subscribers,
+                changes=rounds,
+            )
             where = "two processes, PostgreSQL" if postgres else "one process, SQLite"
             print(f"ws fan-out: {subscribers} subscribers, {rounds} writes ({where})")
-            print(f"  write (POST /api/v1/collab/tasks) p50 {_ms(statistics.median(write_times))}")
+            print(f"  write (POST /api/v1/collab/tasks) p50 {result.write_p50_ms:.1f} ms")
             print(
-                f"  write-to-receipt p50 {_ms(samples[len(samples) // 2])}"
-                f"  p99 {_ms(samples[int(len(samples) * 0.99)])}"
-                f"  max {_ms(samples[-1])}  ({len(samples)} receipts)"
+                f"  write-to-receipt p50 {result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms"
+                f"  max {result.max_ms:.1f} ms  ({result.received} receipts)"
             )
         finally:
-            for sub in subs:
-                if sub.transport is not None:
-                    sub.transport.abort()
             for server in servers:
                 await asyncio.to_thread(server.stop)
             if database_url:
                 await drop_postgres_database(database_url)
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
 
 
 def main() -> None:

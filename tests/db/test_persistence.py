@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.auth.users import create_user, get_user, list_users
 from orchestrator.db import open_database
-from orchestrator.db.database import SqliteDatabase
+from orchestrator.db.database import CHECKPOINT_EVERY_COMMITS, SqliteDatabase
 from orchestrator.services import Services
 from tests.factories import ADMIN_PASSWORD
 
@@ -35,11 +35,8 @@ async def test_sqlite_runs_in_wal_with_foreign_keys_and_a_busy_timeout(
     for pragma, expected in (("journal_mode", "wal"), ("foreign_keys", 1)):
         row: Any = await db.fetch_one(f"PRAGMA {pragma}")
         assert row[0] == expected
-    # Writes and list reads wait for a lock rather than fail; one-row reads never wait on the
-    # event loop (see the next test).
-    async with db.transaction() as tx:
-        timeout: Any = await tx.fetch_one("PRAGMA busy_timeout")
-    assert timeout[0] >= 5000
+    # List reads (on threads) wait for a lock rather than fail. Writes and one-row reads run
+    # on the event loop and wait without blocking it (see the held-lock tests).
     listed: Any = await db.fetch_all("PRAGMA busy_timeout")
     assert listed[0][0] >= 5000
 
@@ -161,3 +158,30 @@ async def test_a_held_write_lock_stalls_neither_health_nor_reads(
         assert user.username == "waiting"
     finally:
         holder.close()
+
+
+async def test_the_write_ahead_log_is_checkpointed_as_writes_go_on(tmp_path: Path) -> None:
+    """Writes never checkpoint on the event loop, yet the WAL file does not grow without end."""
+    path = tmp_path / "busy.db"
+    wal = path.with_name("busy.db-wal")
+    db = SqliteDatabase(path)
+    try:
+        async with db.transaction() as tx:
+            await tx.execute("CREATE TABLE t (x TEXT)")
+        sizes = []
+        for _ in range(3):
+            for _ in range(CHECKPOINT_EVERY_COMMITS - 1):
+                async with db.transaction() as tx:
+                    await tx.execute("INSERT INTO t VALUES (:x)", {"x": "x" * 2000})
+                await asyncio.sleep(0)  # as a server does between requests
+            sizes.append(wal.stat().st_size)
+            async with db.transaction() as tx:  # the commit that starts a checkpoint
+                await tx.execute("INSERT INTO t VALUES (:x)", {"x": "x" * 2000})
+            async with db.transaction():  # waits for it: it holds the write lock
+                pass
+        # Without checkpoints the log would hold every commit: three times the first size.
+        assert sizes[2] < 1.5 * sizes[0]
+        count: Any = await db.fetch_one("SELECT count(*) FROM t")
+        assert count[0] == 3 * CHECKPOINT_EVERY_COMMITS
+    finally:
+        await db.close()

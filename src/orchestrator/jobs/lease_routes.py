@@ -30,6 +30,9 @@ QueueName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 
 # strict: a boolean is not a number of seconds (lax mode would read true as 1).
 LeaseSeconds = Annotated[float, Field(ge=1, le=3600, strict=True)]
+# A lease's fencing token, as the claim gave it: a 64-bit signed integer in the database (a
+# larger one would not even bind to a statement), and never a boolean.
+FencingToken = Annotated[int, Field(ge=0, le=2**63 - 1, strict=True)]
 
 
 class _Strict(BaseModel):
@@ -46,23 +49,23 @@ class ClaimRequest(_Strict):
 
 
 class HeartbeatRequest(_Strict):
-    token: int = Field(ge=0)
+    token: FencingToken
     lease_seconds: LeaseSeconds = 30
 
 
 class CompleteRequest(_Strict):
-    token: int = Field(ge=0)
+    token: FencingToken
     result: Any = None
 
 
 class FailRequest(_Strict):
-    token: int = Field(ge=0)
+    token: FencingToken
     error: str = Field(default="failed", max_length=10_000)
     retry: bool = True
 
 
 class ReleaseRequest(_Strict):
-    token: int = Field(ge=0)
+    token: FencingToken
 
 
 def _waiters(services: Services) -> ClaimWaiters:
