@@ -30,12 +30,18 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        has_body = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
                     await self._too_large(scope, receive, send)
                     return
-                break
+                has_body = value != b"0"
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:  # HTTP/1.1: neither header, no body (the server enforces it)
+            await self.app(scope, receive, send)
+            return
 
         seen = 0
         started = False

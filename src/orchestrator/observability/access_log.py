@@ -58,9 +58,7 @@ class AccessLogMiddleware:
             method = scope["method"]
             if metrics is not None:
                 metrics.in_flight.dec()
-                labels = (route, method, str(status))
-                metrics.requests.labels(*labels).inc()
-                metrics.latency.labels(*labels).observe(elapsed)
+                metrics.observe_request(route, method, status, elapsed)
                 if state.get("login_failed"):
                     metrics.failed_logins.inc()
             access_line(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
     def __init__(self) -> None:
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "orch_http_requests_total",
@@ -52,3 +55,15 @@ class Metrics:
             "1 while rate limits are counted locally because Redis is unreachable.",
             registry=self.registry,
         )
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count a served request and its latency. The labelled series are looked up once per
+        (route, method, status): `labels()` validates and locks on every call."""
+        key = (route, method, status)
+        series = self._request_series.get(key)
+        if series is None:
+            labels = (route, method, str(status))
+            series = (self.requests.labels(*labels), self.latency.labels(*labels))
+            self._request_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
