@@ -119,10 +119,10 @@ def create_app(settings: Settings) -> FastAPI:
     # Routes are matched in order, one regular expression each: the busiest first. No two
     # paths overlap (ids match only UUIDs), so the order changes nothing else.
     routers = [
+        health_router,  # liveness probes are the most frequent of all
         tasks_router,
         jobs_router,
         lease_router,
-        health_router,
         changes_router,
         auth_router,
         user_router,
