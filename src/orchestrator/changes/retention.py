@@ -1,4 +1,5 @@
-"""Retention: the change log keeps a window of history; older rows are pruned in the background."""
+"""Retention: the change log keeps a window of history, and idempotency keys their 24 hours;
+older rows are pruned in the background."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import structlog
 
 from orchestrator.changes.log import prune_changes
 from orchestrator.db import Database, DatabaseUnavailable
+from orchestrator.http.idempotency import prune_idempotency_keys
 
 log = structlog.get_logger(__name__)
 
@@ -20,6 +22,10 @@ async def prune_forever(db: Database, *, keep: timedelta, every_seconds: float) 
             pruned = await prune_changes(db, older_than=keep)
             if pruned:
                 log.info("change_log_pruned", rows=pruned)
+            # Expired keys are already ignored; this only keeps the table from growing.
+            forgotten = await prune_idempotency_keys(db)
+            if forgotten:
+                log.info("idempotency_keys_pruned", rows=forgotten)
         except DatabaseUnavailable:
             log.warning("change_log_prune_database_unavailable")
         except Exception:
