@@ -77,14 +77,20 @@ async def drop_postgres_database(url: str) -> None:
         await conn.close()
 
 
+def require_postgres() -> None:
+    """Skip the test when PostgreSQL is not reachable, or fail it when CI requires it."""
+    if not postgres_available():
+        if REQUIRE_SERVICES:
+            pytest.fail(f"PostgreSQL is required but not reachable at {POSTGRES_URL}")
+        pytest.skip("PostgreSQL is not reachable")
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest) -> str:
     """Run the test once per database backend."""
     name: str = request.param
-    if name == "postgres" and not postgres_available():
-        if REQUIRE_SERVICES:
-            pytest.fail(f"PostgreSQL is required but not reachable at {POSTGRES_URL}")
-        pytest.skip("PostgreSQL is not reachable")
+    if name == "postgres":
+        require_postgres()
     return name
 
 

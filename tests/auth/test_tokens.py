@@ -28,11 +28,10 @@ from orchestrator.changes.log import latest_revision
 from orchestrator.db.migrate import upgrade
 from orchestrator.services import Services
 from tests.conftest import (
-    REQUIRE_SERVICES,
     create_postgres_database,
     drop_postgres_database,
     make_settings,
-    postgres_available,
+    require_postgres,
 )
 from tests.factories import PASSWORD, login, make_user
 
@@ -48,10 +47,8 @@ AUDIENCE = "orchestrator-api"
 )
 def module_backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
-    if name == "postgres" and not postgres_available():
-        if REQUIRE_SERVICES:
-            pytest.fail("PostgreSQL is required but not reachable")
-        pytest.skip("PostgreSQL is not reachable")
+    if name == "postgres":
+        require_postgres()
     return name
 
 

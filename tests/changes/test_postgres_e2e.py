@@ -28,11 +28,9 @@ from tests.changes.support import (
     ws_connect,
 )
 from tests.conftest import (
-    POSTGRES_URL,
-    REQUIRE_SERVICES,
     create_postgres_database,
     drop_postgres_database,
-    postgres_available,
+    require_postgres,
 )
 from tests.server import ServerProcess
 
@@ -41,10 +39,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    if not postgres_available():
-        if REQUIRE_SERVICES:
-            pytest.fail(f"PostgreSQL is required but not reachable at {POSTGRES_URL}")
-        pytest.skip("PostgreSQL is not reachable")
+    require_postgres()
     url = asyncio.run(create_postgres_database())
     try:
         upgrade(url)

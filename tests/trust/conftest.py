@@ -12,10 +12,9 @@ import asyncpg
 import pytest
 
 from tests.conftest import (
-    REQUIRE_SERVICES,
     create_postgres_database,
     drop_postgres_database,
-    postgres_available,
+    require_postgres,
 )
 from tests.server import ServerProcess
 from tests.trust.live import admin_token, start_server
@@ -91,10 +90,8 @@ def live(
 ) -> Iterator[Live]:
     """One real server per backend for the whole module."""
     backend: str = request.param
-    if backend == "postgres" and not postgres_available():
-        if REQUIRE_SERVICES:
-            pytest.fail("PostgreSQL is required but not reachable")
-        pytest.skip("PostgreSQL is not reachable")
+    if backend == "postgres":
+        require_postgres()
     tmp = tmp_path_factory.mktemp(f"live-{backend}")
     if backend == "postgres":
         url = asyncio.run(create_postgres_database())

@@ -13,11 +13,9 @@ import pytest
 from bench.soak import Subscriber, check
 
 from tests.conftest import (
-    POSTGRES_URL,
-    REQUIRE_SERVICES,
     create_postgres_database,
     drop_postgres_database,
-    postgres_available,
+    require_postgres,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,10 +83,7 @@ def test_short_soak_loses_nothing() -> None:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_short_soak_loses_nothing_on_postgres() -> None:
-    if not postgres_available():
-        if REQUIRE_SERVICES:
-            pytest.fail(f"PostgreSQL is required but not reachable at {POSTGRES_URL}")
-        pytest.skip("PostgreSQL is not reachable")
+    require_postgres()
     url = asyncio.run(create_postgres_database())
     try:
         run_soak("--database-url", url)

@@ -262,14 +262,8 @@ class SqliteDatabase:
         return _sqlite_connect(str(self.path), busy_timeout_ms=self._busy_timeout_ms)
 
     async def _run(self, pool: _SqliteThreads, fn: Callable[[sqlite3.Connection], T]) -> T:
-        try:
+        with _sqlite_errors():
             return await pool.submit(fn)
-        except sqlite3.IntegrityError as exc:
-            raise ConstraintViolation(str(exc)) from exc
-        except sqlite3.OperationalError as exc:
-            if _unavailable(exc):
-                raise DatabaseUnavailable(str(exc)) from exc
-            raise
 
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None:
         """A one-row read, run right here on the caller's (event loop's) own connection.
