@@ -84,13 +84,23 @@ async def test_stalled_client_does_not_slow_another_and_is_closed(stack: Stack) 
             assert (await subscribe(fast, ["tasks"]))["type"] == "subscribed"
             padding = "p" * 20_000
             received: list[dict[str, Any]] = []
+            progress = asyncio.Condition()
 
             async def read_fast() -> None:
                 while len(received) < 600:
                     received.append(await recv_json(fast, within=30))
+                    async with progress:
+                        progress.notify_all()
 
             reading = asyncio.create_task(read_fast())
-            written = [await stack.write_task(f"{n} {padding}") for n in range(600)]
+            written: list[int] = []
+            for n in range(600):
+                written.append(await stack.write_task(f"{n} {padding}"))
+                # The reading client keeps up: never more than a few frames behind the writes
+                # (this process writes faster than it reads 20 KB frames), far less than the
+                # server's send queue (256 frames here), which the stalled client overflows.
+                async with progress, asyncio.timeout(30):
+                    await progress.wait_for(lambda: len(received) >= len(written) - 32)
             async with asyncio.timeout(30):
                 await reading
             assert [c["revision"] for c in received] == written
