@@ -48,13 +48,21 @@ async def write(db: Database, title: str) -> int:
 
 async def test_replay_hands_off_to_live_without_gap_or_duplicate(services: Services) -> None:
     """Writes land while a slow subscriber replays; a tiny queue forces every overflow path."""
+    feed = hub_of(services).feed
+
+    async def write_delivered(title: str) -> int:
+        # As in a server, where the feed delivers each commit before the next request's.
+        revision = await write(services.db, title)
+        assert await feed.wait_past(revision, within=10)
+        return revision
+
     start = await latest_revision(services.db)
-    before = [await write(services.db, f"before {n}") for n in range(30)]
+    before = [await write_delivered(f"before {n}") for n in range(30)]
     outbox = Outbox(limit=4)
     subscriber = Subscriber(hub_of(services), outbox)
     # The subscriber fills its queue and waits for the client; the live buffer overflows.
     subscribing = asyncio.create_task(subscriber.subscribe(["tasks"], start))
-    during = [await write(services.db, f"during {n}") for n in range(60)]
+    during = [await write_delivered(f"during {n}") for n in range(60)]
     received: list[int] = []
     async with asyncio.timeout(30):
         while len(received) < 90:
@@ -66,7 +74,7 @@ async def test_replay_hands_off_to_live_without_gap_or_duplicate(services: Servi
     assert received == before + during
     # Live now: each new change arrives once.
     for n in range(5):
-        revision = await write(services.db, f"live {n}")
+        revision = await write_delivered(f"live {n}")
         async with asyncio.timeout(10):
             frames = await outbox.take()
         assert [orjson.loads(text)["revision"] for text in frames] == [revision]
