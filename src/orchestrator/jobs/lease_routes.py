@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 import orchestrator.http.resource_ids  # noqa: F401  (the {…:id} path convertor)
 from orchestrator.auth.deps import WorkerRole, Writer, services_of
@@ -21,6 +21,7 @@ from orchestrator.jobs.leases import (
     heartbeat,
     release_job,
 )
+from orchestrator.jobs.schemas import whole_number
 from orchestrator.services import Services
 
 router = APIRouter(tags=["workers"])
@@ -31,8 +32,9 @@ QueueName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 # strict: a boolean is not a number of seconds (lax mode would read true as 1).
 LeaseSeconds = Annotated[float, Field(ge=1, le=3600, strict=True)]
 # A lease's fencing token, as the claim gave it: a 64-bit signed integer in the database (a
-# larger one would not even bind to a statement), and never a boolean.
-FencingToken = Annotated[int, Field(ge=0, le=2**63 - 1, strict=True)]
+# larger one would not even bind to a statement), never a boolean or a string (strict), and
+# 4.0 is 4 (JSON Schema's "integer" does not tell them apart).
+FencingToken = Annotated[int, Field(ge=0, le=2**63 - 1, strict=True), BeforeValidator(whole_number)]
 
 
 class _Strict(BaseModel):

@@ -43,7 +43,7 @@ def _payload(value: dict[str, Any]) -> dict[str, Any]:
 Payload = Annotated[dict[str, Any], AfterValidator(_payload)]
 
 
-def _whole(value: Any) -> Any:
+def whole_number(value: Any) -> Any:
     # JSON (and its schema's "integer") does not tell 4 from 4.0; strict mode would.
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -59,5 +59,5 @@ class JobCreate(BaseModel):
     description: Description | None = None
     queue: Queue = "default"
     payload: Payload | None = None
-    priority: Annotated[int, Field(ge=-INT32, le=INT32), BeforeValidator(_whole)] = 0
-    max_attempts: Annotated[int, Field(ge=1, le=100), BeforeValidator(_whole)] = 3
+    priority: Annotated[int, Field(ge=-INT32, le=INT32), BeforeValidator(whole_number)] = 0
+    max_attempts: Annotated[int, Field(ge=1, le=100), BeforeValidator(whole_number)] = 3
