@@ -31,10 +31,13 @@ QueueName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 
 # strict: a boolean is not a number of seconds (lax mode would read true as 1).
 LeaseSeconds = Annotated[float, Field(ge=1, le=3600, strict=True)]
-# A lease's fencing token, as the claim gave it: a 64-bit signed integer in the database (a
-# larger one would not even bind to a statement), never a boolean or a string (strict), and
-# 4.0 is 4 (JSON Schema's "integer" does not tell them apart).
-FencingToken = Annotated[int, Field(ge=0, le=2**63 - 1, strict=True), BeforeValidator(whole_number)]
+# A lease's fencing token, as the claim gave it: never a boolean or a string (strict), and 4.0
+# is 4 (JSON Schema's "integer" does not tell them apart). At most 2^53 - 1: every integer up
+# to there is exact as a JSON number in any client (JavaScript's safe range), so a number
+# near the bound means the same to the client, to a schema validator and to us; a token of
+# over 64 bits would not even bind to a statement. A token grows by one per claim of a job.
+MAX_TOKEN = 2**53 - 1
+FencingToken = Annotated[int, Field(ge=0, le=MAX_TOKEN, strict=True), BeforeValidator(whole_number)]
 
 
 class _Strict(BaseModel):
