@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import uuid
 
 import httpx
@@ -244,3 +245,21 @@ async def test_viewer_reads_but_cannot_create(
     assert (await client.get("/api/v1/jobs")).status_code == 401
     assert (await client.post("/api/v1/jobs", json={"title": "t"})).status_code == 401
     assert (await client.get(f"/api/v1/jobs/{uuid.uuid4()}")).status_code == 401
+
+
+async def test_the_schema_title_pattern_accepts_exactly_the_titles_the_api_accepts(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """Titles are stripped of whitespace; the published pattern must mean the same thing, for
+    a generated client or a fuzzer reads "whitespace" as JSON Schema (ECMAScript) does."""
+    headers = admin_auth(services)
+    schema = (await client.get("/openapi.json")).json()
+    pattern = re.compile(
+        schema["components"]["schemas"]["JobCreate"]["properties"]["title"]["pattern"]
+    )
+    whitespace = [chr(n) for n in range(0x3001) if chr(n).isspace()]
+    for title in [*whitespace, "\ufeff", "\u200b", "a", " a\u0085"]:
+        for path in ("/api/v1/jobs", "/api/v1/collab/tasks"):
+            response = await client.post(path, json={"title": title}, headers=headers)
+            accepted = response.status_code == 201
+            assert accepted == (pattern.search(title) is not None), (path, hex(ord(title[0])))

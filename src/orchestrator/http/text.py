@@ -35,8 +35,12 @@ def check_storable_json(value: Any, *, depth: int = 0) -> None:
             check_storable_json(item, depth=depth + 1)
 
 
-# The schema says what the stripping means: at least one character that is not whitespace.
-TITLE_PATTERN = r"\S"
+# The schema says what the stripping means: at least one character that is not whitespace,
+# spelled out as the characters the stripping removes (Unicode's White_Space, as pydantic-core
+# trims). `\S` would not do: JSON Schema reads it as ECMAScript does, whose whitespace differs
+# (U+0085 is not in it, U+FEFF is), so a title of one U+0085 was valid to the schema and empty
+# to us.
+TITLE_PATTERN = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE),
