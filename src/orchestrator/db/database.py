@@ -1,8 +1,9 @@
 """The database port: reads and write transactions that never stall the event loop.
 
-SQLite runs its statements on dedicated threads (one writer, a few readers), each with its own
-connection, so a write waiting for the file lock or a slow disk only parks a coroutine.
-PostgreSQL runs on an asyncpg pool. Both take SQL with `:name` parameters.
+SQLite runs writes and one-row reads on the event loop's own connections, which never wait
+for a lock there (a write waiting for another process's lock retries asynchronously), and
+lists and checkpoints on reader threads; see `SqliteDatabase`. PostgreSQL runs on an asyncpg
+pool. Both take SQL with `:name` parameters.
 """
 
 from __future__ import annotations
@@ -164,8 +165,8 @@ class _SqliteThreads:
 
     Cheaper per call than `run_in_executor` (which chains a concurrent Future to an asyncio
     one): the thread hands the outcome straight to the caller's future with
-    `call_soon_threadsafe`. A read is on the path of nearly every request, and the executor's
-    bookkeeping cost more CPU than the read itself.
+    `call_soon_threadsafe`. They read lists (which can be long) and run checkpoints (which
+    write back and sync the file), the work too slow for the event loop.
     """
 
     def __init__(self, count: int, name: str, connect: Callable[[], sqlite3.Connection]) -> None:
