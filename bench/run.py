@@ -80,20 +80,12 @@ def _etag(base_url: str, path: str, headers: Mapping[str, str]) -> str:
     return response.headers["etag"]
 
 
-async def _create_databases(admin_dsn: str, names: list[str]) -> None:
+async def _each_database(admin_dsn: str, statement: str, names: list[str]) -> None:
+    """Run `statement` (with `{name}`) for each database name, on one admin connection."""
     conn = await asyncpg.connect(admin_dsn)
     try:
         for name in names:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
-async def _drop_databases(admin_dsn: str, names: list[str]) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        for name in names:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(statement.format(name=name))
     finally:
         await conn.close()
 
@@ -217,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     names = _servers_for(groups)
     pg_names = {name: f"orch_bench_{uuid.uuid4().hex[:10]}_{name}" for name in names}
     if args.postgres:
-        asyncio.run(_create_databases(args.postgres, list(pg_names.values())))
+        asyncio.run(
+            _each_database(args.postgres, 'CREATE DATABASE "{name}"', list(pg_names.values()))
+        )
 
     def db_url(name: str) -> str | None:
         if not args.postgres:
@@ -259,7 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         for server in started:
             server.stop()
         if args.postgres:
-            asyncio.run(_drop_databases(args.postgres, list(pg_names.values())))
+            asyncio.run(
+                _each_database(
+                    args.postgres,
+                    'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                    list(pg_names.values()),
+                )
+            )
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -234,7 +234,7 @@ class SqliteDatabase:
     """SQLite in WAL mode: writes and one-row reads on the event loop, lists on reader threads.
 
     A statement of ours is a few microseconds of SQLite work, while handing it to a thread and
-    back cost 50-100 µs of CPU (queue, wake-up, GIL hand-off, loop wake-up): five such hops
+    back cost 45-100 µs of CPU (queue, wake-up, GIL hand-off, loop wake-up): five such hops
     were most of the cost of creating a task. So the event loop runs them itself, on two
     connections of its own, and never waits there for a lock: a write transaction starts with
     `BEGIN IMMEDIATE` that does not wait (busy_timeout 0) and is retried asynchronously until
@@ -267,15 +267,8 @@ class SqliteDatabase:
             return await pool.submit(fn)
 
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None:
-        """A one-row read, run right here on the caller's (event loop's) own connection.
-
-        Such a read (a key lookup) is a few microseconds of SQLite work, while the hand-off to
-        a reader thread and back cost 50-100 µs of CPU (queue, wake-up, GIL hand-off, loop
-        wake-up): most of an authenticated `GET /api/v1/jobs/{id}`. In WAL mode a reader never
-        waits for a writer; in the rare cases where SQLite would still make it wait (recovery
-        after a crash, a checkpoint resetting the log), this connection does not wait
-        (busy_timeout 0) and the read goes to a reader thread instead.
-        """
+        """A one-row read on the caller's (event loop's) own connection; one that SQLite would
+        make wait (busy_timeout 0 here) goes to a reader thread instead. See the class."""
         try:
             conn = self._inline_connection()
             return conn.execute(sql, _adapt(params)).fetchone()  # type: ignore[no-any-return]
