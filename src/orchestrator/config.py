@@ -126,7 +126,9 @@ class Settings(BaseSettings):
     redis_key_prefix: str = Field(default="orch", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     """Prefix of this instance's Redis keys."""
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    """Comma-separated proxies (addresses or networks) whose `X-Forwarded-For` is believed."""
+    """Comma-separated proxies (addresses or networks) whose forwarding header is believed."""
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
+    """Header trusted proxies name the client in: `x-forwarded-for` or `forwarded` (RFC 7239)."""
     metrics_token: SecretStr | None = None
     """When set, `/metrics` needs `Authorization: Bearer <token>`."""
     # Crash tests only (ignored unless environment is "test"): see orchestrator.faults.
@@ -171,6 +173,11 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError(f"not a rate limit such as '5/minute': {value!r}") from None
         return value
+
+    @field_validator("forwarded_header", mode="before")
+    @classmethod
+    def _lower_header(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from orchestrator.auth.tokens import TokenService
 from orchestrator.config import Settings
 from orchestrator.errors import ApiError, Unauthorized, error_response
-from orchestrator.http.client_ip import ClientAddress
+from orchestrator.http.client_ip import ClientAddress, ForwardedHeader
 from orchestrator.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -89,10 +89,11 @@ class RateLimits:
         redis_url: str | None = None,
         key_prefix: str = "orch",
         trusted_proxies: tuple[str, ...] = (),
+        forwarded_header: ForwardedHeader = "x-forwarded-for",
     ) -> None:
         self.enabled = enabled
         self.policies = dict(policies)
-        self.client_address = ClientAddress(trusted_proxies)
+        self.client_address = ClientAddress(trusted_proxies, forwarded_header)
         self._tokens = tokens
         self._metrics = metrics or Metrics()
         self._local = FixedWindowRateLimiter(MemoryStorage())
@@ -130,6 +131,7 @@ class RateLimits:
             redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
             key_prefix=settings.redis_key_prefix,
             trusted_proxies=tuple(settings.trusted_proxies),
+            forwarded_header=settings.forwarded_header,
         )
 
     @classmethod

@@ -13,7 +13,6 @@ from orchestrator.auth.deps import bearer_token, services_of
 from orchestrator.changes.log import latest_revision
 from orchestrator.db import DatabaseUnavailable
 from orchestrator.errors import Forbidden, Unauthorized
-from orchestrator.http.client_ip import is_loopback
 from orchestrator.services import Services
 
 log = structlog.get_logger(__name__)
@@ -30,7 +29,7 @@ def _authorize(request: Request, services: Services) -> None:
         if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
             raise Unauthorized("Metrics need the scrape token")
         return
-    if not is_loopback(services.rate_limits.client_address.of(request.scope)):
+    if not services.rate_limits.client_address.is_local(request.scope):
         raise Forbidden("Metrics are served to loopback clients only; set ORCH_METRICS_TOKEN")
 
 
