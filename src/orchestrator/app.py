@@ -26,6 +26,7 @@ from orchestrator.http.allow import AllowHeaderMiddleware
 from orchestrator.http.body_limit import BodyLimitMiddleware
 from orchestrator.http.content_type import JsonContentTypeMiddleware
 from orchestrator.http.cors import Cors
+from orchestrator.http.docs import install_docs
 from orchestrator.http.head import HeadAsGetMiddleware
 from orchestrator.http.openapi import install_openapi
 from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits
@@ -109,6 +110,9 @@ def create_app(settings: Settings) -> FastAPI:
         description="Coordination hub: jobs, collaboration tasks, a live change feed, workers.",
         lifespan=lifespan,
         redirect_slashes=False,
+        # Served by install_docs from local assets instead of FastAPI's CDN-backed pages.
+        docs_url=None,
+        redoc_url=None,
         # We export Prometheus metrics and JSON logs ourselves; FastAPI's OpenTelemetry hooks
         # would otherwise look up the global providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -132,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
         routers.append(test_fault_router)
     for router in routers:
         add_routes(app, router)
+    install_docs(app)
 
     if faults.enabled:
         app.add_middleware(FaultResponseMiddleware, faults=faults)

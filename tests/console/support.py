@@ -1,0 +1,58 @@
+"""The server the browser tests drive, and accounts made for them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from orchestrator.auth.passwords import Passwords
+from orchestrator.auth.users import Role, create_user
+from orchestrator.db import open_database
+from tests.server import ServerProcess
+
+ADMIN_PASSWORD = "console-admin-password"
+PASSWORD = "console user password"
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'orchestrator.db').resolve()}"
+
+
+@contextmanager
+def console_server(root: Path, **env: str) -> Iterator[ServerProcess]:
+    """`orchestrator serve` on SQLite in `root`, stopped (and checked for tracebacks) after."""
+    proc = ServerProcess(
+        env={
+            "ORCH_ENVIRONMENT": "test",
+            "ORCH_DATA_DIR": str(root / "data"),
+            "ORCH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "ORCH_SECRET_KEY": "console-test-secret-" + "s" * 40,
+            "ORCH_CHANGE_POLL_SECONDS": "0.2",
+            "ORCH_LOG_LEVEL": "WARNING",
+            **env,
+        },
+        log_path=root / "server.log",
+    ).start(timeout=120)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+    tracebacks = [line for line in proc.logs().splitlines() if "Traceback" in line]
+    assert tracebacks == [], proc.logs()[-3000:]
+
+
+def make_user(server: ServerProcess, username: str, role: Role = "member") -> str:
+    """Create an account in the server's database (as the CLI does); returns its password."""
+
+    async def create() -> None:
+        db = open_database(sqlite_url(Path(server.env["ORCH_DATA_DIR"])), timeout=5)
+        try:
+            password_hash = await Passwords().hash(PASSWORD)
+            await create_user(db, username=username, password_hash=password_hash, role=role)
+        finally:
+            await db.close()
+
+    asyncio.run(create())
+    return PASSWORD
