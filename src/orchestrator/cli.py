@@ -32,7 +32,8 @@ from orchestrator.errors import ApiError
 
 T = TypeVar("T")
 
-# How `serve` runs uvicorn (the benchmark's reference app uses the same). uvloop and httptools
+# How `serve` runs uvicorn (the benchmark's reference app uses the same; `serve` adds the bounds
+# of `server_options`, so that the reference stays plain httptools). uvloop and httptools
 # come with uvicorn[standard]; naming them makes a missing one fail loudly instead of silently
 # falling back to the slower asyncio loop and h11 parser.
 UVICORN_OPTIONS: dict[str, Any] = {
@@ -110,8 +111,25 @@ def cmd_serve(args: argparse.Namespace) -> None:
         app,
         host=args.host or settings.host,
         port=args.port if args.port is not None else settings.port,
-        **UVICORN_OPTIONS,
+        **server_options(settings),
     )
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """`UVICORN_OPTIONS` with the settings' bounds on connections and their protocol."""
+    from orchestrator.http.protocol import BoundedHttpProtocol
+
+    return {
+        **UVICORN_OPTIONS,
+        "http": BoundedHttpProtocol.configured(
+            max_head_bytes=settings.http_max_header_bytes,
+            head_timeout=settings.http_header_timeout_seconds,
+            body_timeout=settings.http_body_timeout_seconds,
+        ),
+        "timeout_keep_alive": settings.http_keep_alive_seconds,
+        "ws_ping_interval": settings.ws_ping_interval_seconds,
+        "ws_ping_timeout": settings.ws_ping_timeout_seconds,
+    }
 
 
 # CPython's default young-generation threshold (700) promotes the short-lived objects of a busy

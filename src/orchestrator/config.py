@@ -103,6 +103,18 @@ class Settings(BaseSettings):
     """Messages a WebSocket client may send per second; faster is closed with 1008."""
     ws_send_queue_frames: int = Field(default=10_000, ge=1)
     """Frames queued for a slow WebSocket client before it is disconnected."""
+    ws_ping_interval_seconds: float = Field(default=20.0, gt=0, le=3600)
+    """How often the server pings each WebSocket client."""
+    ws_ping_timeout_seconds: float = Field(default=20.0, gt=0, le=3600)
+    """How long a ping may go unanswered before the connection is closed (1011)."""
+    http_max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    """Largest request head (request line and headers); a larger one gets 431 and a close."""
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """Time from a request's first byte to the end of its headers; slower gets 408 and a close."""
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """Time from a request's headers to the end of its body; slower is disconnected."""
+    http_keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    """How long a connection may sit idle before and between requests before it is closed."""
     change_prune_interval_seconds: float = Field(default=300.0, gt=0)
     """How often change-log entries older than the retention are pruned."""
     rate_limit_enabled: bool = True

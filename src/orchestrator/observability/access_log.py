@@ -12,6 +12,7 @@ from orchestrator.errors import ApiError
 from orchestrator.observability.logging import access_line
 
 INFO, ERROR = logging.INFO, logging.ERROR
+CLIENT_CLOSED_REQUEST = 499
 
 
 def route_template(scope: Scope) -> str:
@@ -39,7 +40,8 @@ class AccessLogMiddleware:
         services = _services(scope)
         metrics = services.metrics if services is not None else None
         start = time.perf_counter()
-        status = 500
+        status = 0
+        client_left = False
 
         async def send_and_record(message: Message) -> None:
             nonlocal status
@@ -47,11 +49,21 @@ class AccessLogMiddleware:
                 status = message["status"]
             await send(message)
 
+        async def receive_and_record() -> Message:
+            nonlocal client_left
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                client_left = True
+            return message
+
         if metrics is not None:
             metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, send_and_record)
+            await self.app(scope, receive_and_record, send_and_record)
         finally:
+            if not status:
+                # No answer: a client that left before it (nginx's 499) is no server error.
+                status = CLIENT_CLOSED_REQUEST if client_left else 500
             elapsed = time.perf_counter() - start
             state = scope.get("state", {})
             route = route_template(scope)
