@@ -33,7 +33,7 @@ async def ensure_admin(db: Database, settings: Settings, passwords: Passwords) -
     if configured:
         log.info("bootstrap_admin_created", username="admin", password_source="ORCH_ADMIN_PASSWORD")
         return
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = settings.data_dir / ADMIN_PASSWORD_FILE
     path.unlink(missing_ok=True)  # a left-over file would keep its old, maybe wider, mode
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

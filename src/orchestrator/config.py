@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     """Port `orchestrator serve` listens on."""
     data_dir: Path = Path("data")
-    """Directory for the SQLite file, the generated secret and the admin password file."""
+    """Directory (0700) for the SQLite files, the generated secret and admin password (0600)."""
     database_url: str | None = None
     """`sqlite:///path` or `postgresql://user@host/db`; default: a SQLite file in the data dir."""
     secret_key: SecretStr | None = None
@@ -230,7 +230,7 @@ def load_secret_key(settings: Settings) -> str:
     """The signing key: configured, or (outside production) generated once and kept on disk."""
     if settings.secret_key is not None and settings.secret_key.get_secret_value():
         return settings.secret_key.get_secret_value()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = settings.data_dir / SECRET_FILE
     if path.exists():
         return path.read_text().strip()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import re
 import sqlite3
@@ -574,12 +575,32 @@ def sqlite_path(url: str) -> Path:
     return Path(path or "orchestrator.db")
 
 
+# The database holds password hashes: only its owner may read it. SQLite gives its -wal and
+# -shm files the database file's mode.
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def prepare_sqlite_file(path: Path) -> None:
+    """Create the database file (and its directory) private to this user, or make it so."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            mode = name.stat().st_mode & 0o777
+            if mode & ~PRIVATE_FILE:
+                name.chmod(mode & PRIVATE_FILE)
+                log.warning("sqlite_file_made_private", path=str(name), was=oct(mode))
+
+
 def open_database(url: str, *, timeout: float) -> SqliteDatabase | PostgresDatabase:
     """The backend for a database URL."""
     scheme = url.split("://", 1)[0]
     if scheme.startswith("sqlite"):
         path = sqlite_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_sqlite_file(path)
         return SqliteDatabase(path)
     if scheme.startswith("postgres"):
         return PostgresDatabase(postgres_dsn(url), timeout=timeout)

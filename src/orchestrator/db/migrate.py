@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from orchestrator.db.database import sqlite_path
+from orchestrator.db.database import prepare_sqlite_file, sqlite_path
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -32,7 +32,7 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply every pending migration. Must not run inside an event loop."""
     if url.startswith("sqlite"):
-        sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
+        prepare_sqlite_file(sqlite_path(url))
     command.upgrade(alembic_config(url), revision)
 
 
