@@ -98,20 +98,44 @@ async def get_job(db: Database, *, job_id: str) -> StoredJob | None:
     return _stored(row) if row is not None else None
 
 
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 async def list_jobs(
-    db: Database, *, status: str | None, after: Position | None, limit: int | None
+    db: Database,
+    *,
+    status: str | None,
+    after: Position | None,
+    limit: int | None,
+    queue: str | None = None,
+    search: str | None = None,
+    newest_first: bool = False,
 ) -> tuple[list[dict[str, Any]], Position | None]:
-    """Jobs in (`created_at`, `id`) order, optionally of one status; the next page's position."""
+    """Jobs in (`created_at`, `id`) order (or its reverse), optionally of one status and queue
+    and with `search` in the title (case-insensitive); the next page's position."""
     conditions: list[str] = []
     params: dict[str, Any] = {}
     if status is not None:
         conditions.append("status = :status")
         params["status"] = status
+    if queue is not None:
+        conditions.append("queue = :queue")
+        params["queue"] = queue
+    if search is not None:
+        conditions.append("lower(title) LIKE :search ESCAPE '\\'")
+        params["search"] = like_pattern(search.lower())
     if after is not None:
-        conditions.append("(created_at > :after_at OR (created_at = :after_at AND id > :after_id))")
+        beyond = "<" if newest_first else ">"
+        conditions.append(
+            f"(created_at {beyond} :after_at OR (created_at = :after_at AND id {beyond} :after_id))"
+        )
         params.update(after_at=after.created_at, after_id=after.id)
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    sql = f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY created_at, id"
+    direction = " DESC" if newest_first else ""
+    sql = f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY created_at{direction}, id{direction}"
     if limit is not None:
         sql += " LIMIT :limit"
         params["limit"] = limit + 1

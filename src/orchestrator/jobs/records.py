@@ -15,7 +15,7 @@ FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 # Every column a job body needs, in one place for every query that returns jobs.
 JOB_COLUMNS = (
     "id, title, description, status, created_by, version, queue, payload, priority, "
-    "max_attempts, attempts, result, error, cancel_requested, started_at, finished_at, "
+    "max_attempts, attempts, result, error, cancel_requested, worker, started_at, finished_at, "
     "created_at, updated_at"
 )
 
@@ -45,6 +45,8 @@ def job_body(row: Row) -> dict[str, Any]:
         "result": _json(row["result"]),
         "error": row["error"],
         "cancel_requested": bool(row["cancel_requested"]),
+        # Who holds (or last held) the job's lease.
+        "worker": row["worker"],
         "started_at": _ts(row["started_at"]),
         "finished_at": _ts(row["finished_at"]),
         "created_at": _ts(row["created_at"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, get_args
 
 from fastapi import APIRouter, Request
+from starlette.datastructures import QueryParams
 from starlette.responses import Response
 
 import orchestrator.http.resource_ids  # noqa: F401  (the {…:id} path convertor)
@@ -19,6 +20,7 @@ from orchestrator.http.idempotency import (
     stored_response,
 )
 from orchestrator.http.lists import (
+    MAX_LIMIT,
     PageRequest,
     Position,
     list_cache,
@@ -27,6 +29,7 @@ from orchestrator.http.lists import (
     single_param,
 )
 from orchestrator.http.responses import conditional_get, data_response
+from orchestrator.http.text import storable
 from orchestrator.jobs.queries import StoredJob, create_job, delete_job, get_job, list_jobs
 from orchestrator.jobs.records import JobStatus
 from orchestrator.jobs.schemas import JobCreate
@@ -80,7 +83,74 @@ async def post_job(body: JobCreate, request: Request, user: Writer) -> Response:
     return data_response(job.body, job.etag, status=201, headers={"Location": _location(job.id)})
 
 
-@router.get(JOBS, response_model=None, responses=_CONDITIONAL, summary="List jobs")
+MAX_SEARCH = 200
+MAX_QUEUE = 100
+ORDERS = ("asc", "desc")
+NO_NUL = "^[^\\u0000]*$"
+_LIST_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "status",
+        "in": "query",
+        "required": False,
+        "description": "Only jobs of this status",
+        "schema": {"type": "string", "enum": list(STATUSES)},
+    },
+    {
+        "name": "queue",
+        "in": "query",
+        "required": False,
+        "description": "Only jobs of this queue",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_QUEUE, "pattern": NO_NUL},
+    },
+    {
+        "name": "search",
+        "in": "query",
+        "required": False,
+        "description": "Only jobs whose title contains this text, ignoring case",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_SEARCH, "pattern": NO_NUL},
+    },
+    {
+        "name": "order",
+        "in": "query",
+        "required": False,
+        "description": "`asc`: oldest first (the default); `desc`: newest first",
+        "schema": {"type": "string", "enum": list(ORDERS), "default": "asc"},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": (
+            "Page size; without it the whole list is returned. The next page is at "
+            "`cursor=<next_cursor>` (also in the `Link` header), with the same filters and order"
+        ),
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+    },
+]
+
+
+def _text_param(params: QueryParams, name: str, maximum: int) -> str | None:
+    value = single_param(params, name)
+    if value is None:
+        return None
+    reason = f"from 1 to {maximum} characters"
+    try:
+        storable(value)
+    except ValueError as exc:
+        reason = str(exc)
+    else:
+        if 1 <= len(value) <= maximum:
+            return value
+    raise Unprocessable(f"Invalid {name}", details=[{"field": name, "reason": reason}])
+
+
+@router.get(
+    JOBS,
+    response_model=None,
+    responses=_CONDITIONAL,
+    summary="List jobs",
+    openapi_extra={"parameters": _LIST_PARAMETERS},
+)
 async def get_job_list(request: Request, user: Reader) -> Response:
     params = request.query_params
     status = single_param(params, "status")
@@ -89,22 +159,44 @@ async def get_job_list(request: Request, user: Reader) -> Response:
             "Invalid status",
             details=[{"field": "status", "reason": f"one of {', '.join(STATUSES)}"}],
         )
+    queue = _text_param(params, "queue", MAX_QUEUE)
+    search = _text_param(params, "search", MAX_SEARCH)
+    order = single_param(params, "order")
+    if order is None:
+        order = "asc"
+    elif order not in ORDERS:
+        raise Unprocessable("Invalid order", details=[{"field": "order", "reason": "asc or desc"}])
     page = page_request(params)
     services = services_of(request)
     db = services.db
 
     async def read(page: PageRequest) -> tuple[list[dict[str, Any]], Position | None]:
-        return await list_jobs(db, status=status, after=page.after, limit=page.limit)
+        return await list_jobs(
+            db,
+            status=status,
+            queue=queue,
+            search=search,
+            newest_first=order == "desc",
+            after=page.after,
+            limit=page.limit,
+        )
 
+    filters = [
+        (name, value)
+        for name, value in (("status", status), ("queue", queue), ("search", search))
+        if value is not None
+    ]
+    if order != "asc":
+        filters.append(("order", order))
     return await serve_list(
         request,
         cache=list_cache(services.extras),
         revision=await collection_revision(db, "jobs"),
-        key=("jobs", status),
+        key=("jobs", status, queue, search, order),
         page=page,
         read=read,
         envelope=lambda items: {"jobs": items},
-        link_params=[("status", status)] if status is not None else (),
+        link_params=filters,
     )
 
 
