@@ -18,6 +18,7 @@ from orchestrator.changes.feed import ChangeFeed
 from orchestrator.changes.realtime import realtime
 from orchestrator.changes.routes import router as changes_router
 from orchestrator.config import Settings, load_secret_key
+from orchestrator.console.routes import router as console_router
 from orchestrator.db import open_database
 from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
 from orchestrator.faults import FaultResponseMiddleware, faults_for
@@ -131,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
         auth_router,
         user_router,
         metrics_router,
+        console_router,
     ]
     if settings.environment == "test":
         routers.append(test_fault_router)

@@ -6,6 +6,9 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.users import Role, create_user
@@ -56,3 +59,26 @@ def make_user(server: ServerProcess, username: str, role: Role = "member") -> st
 
     asyncio.run(create())
     return PASSWORD
+
+
+def api_client(server: ServerProcess, username: str, password: str) -> httpx.Client:
+    """Another client of the API (a script, a worker): logged in with a bearer token."""
+    response = httpx.post(
+        f"{server.url}/auth/login", json={"username": username, "password": password}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    token = response.json()["access_token"]
+    return httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
+def admin_client(server: ServerProcess) -> httpx.Client:
+    return api_client(server, "admin", ADMIN_PASSWORD)
+
+
+def create_job(client: httpx.Client, title: str, queue: str = "console") -> dict[str, Any]:
+    response = client.post("/api/v1/jobs", json={"title": title, "queue": queue})
+    assert response.status_code == 201, response.text
+    job: dict[str, Any] = response.json()
+    return job
