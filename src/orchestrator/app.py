@@ -15,7 +15,7 @@ from orchestrator.auth.user_routes import router as user_router
 from orchestrator.auth.users import UserDirectory
 from orchestrator.bootstrap import ensure_admin
 from orchestrator.changes.feed import ChangeFeed
-from orchestrator.changes.realtime import realtime
+from orchestrator.changes.realtime import drain, realtime
 from orchestrator.changes.routes import router as changes_router
 from orchestrator.config import Settings, load_secret_key
 from orchestrator.console.routes import router as console_router
@@ -64,6 +64,13 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings=settings, db=db, tokens=tokens, passwords=Passwords(), users=users, feed=feed
     )
+
+
+def begin_shutdown(app: FastAPI) -> None:
+    """The server stops accepting: end what would hold its graceful shutdown up."""
+    services = getattr(app.state, "services", None)
+    if isinstance(services, Services):
+        drain(services)
 
 
 def add_routes(app: FastAPI, router: APIRouter) -> None:

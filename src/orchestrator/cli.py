@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import getpass
 import importlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -99,7 +101,7 @@ def _read_password(confirm: bool) -> str:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from orchestrator.app import create_app
+    from orchestrator.app import begin_shutdown, create_app
     from orchestrator.observability.logging import configure_logging
 
     settings = _settings()
@@ -107,12 +109,24 @@ def cmd_serve(args: argparse.Namespace) -> None:
     upgrade(settings.resolved_database_url)
     app = create_app(settings)
     tune_garbage_collector()
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host or settings.host,
         port=args.port if args.port is not None else settings.port,
         **server_options(settings),
     )
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # uvicorn waits for every response to finish, and an event stream never does.
+            begin_shutdown(app)
+            await super().shutdown(sockets)
+
+    server = Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: the application did not start
 
 
 def server_options(settings: Settings) -> dict[str, Any]:

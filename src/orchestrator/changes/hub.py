@@ -287,12 +287,17 @@ class Hub:
         self._subscribers: set[Subscriber] = set()
         self._sessions: set[Session] = set()
         self._per_user: dict[str, int] = {}
+        self.draining = asyncio.Event()  # set when the server begins to shut down
 
     def start(self) -> None:
         self.feed.add_listener(self.on_change)
 
     def stop(self) -> None:
         self.feed.remove_listener(self.on_change)
+
+    def drain(self) -> None:
+        """The server is shutting down: streams end now rather than hold the shutdown up."""
+        self.draining.set()
 
     def register(self, subscriber: Subscriber) -> None:
         self._subscribers.add(subscriber)

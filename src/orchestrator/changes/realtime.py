@@ -20,6 +20,13 @@ def hub_of(services: Services) -> Hub:
     return hub
 
 
+def drain(services: Services) -> None:
+    """Shutdown has begun: end the live streams (WebSockets get 1012 from the server)."""
+    hub = services.extras.get(_HUB)
+    if isinstance(hub, Hub):
+        hub.drain()
+
+
 @asynccontextmanager
 async def realtime(services: Services) -> AsyncIterator[Hub]:
     """Run the hub and the log's retention while the app serves."""

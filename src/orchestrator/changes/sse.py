@@ -61,14 +61,22 @@ def parse_last_event_id(value: str | None) -> int | None:
     return int(text)
 
 
-def sse_event(text: str) -> bytes:
-    """One frame of the feed as an SSE event: changes are plain messages with id = revision."""
+def sse_event(text: str, *, continues_from: int | None = None) -> bytes:
+    """One frame of the feed as an SSE event: changes are plain messages with id = revision.
+
+    `subscribed` carries as its id the revision the stream continues from (`continues_from`
+    on a resume, else the current one), so that a client that reconnects before any change
+    resumes from there instead of missing what happened in between.
+    """
     body = orjson.loads(text)
     kind = body.get("type")
     if kind == "change":
         return f"id: {body['revision']}\ndata: {text}\n\n".encode()
     if kind == "resync_required":
         return f"id: {body['revision']}\nevent: {kind}\ndata: {text}\n\n".encode()
+    if kind == "subscribed":
+        revision = continues_from if continues_from is not None else body["revision"]
+        return f"id: {revision}\nevent: {kind}\ndata: {text}\n\n".encode()
     return f"event: {kind}\ndata: {text}\n\n".encode()
 
 
@@ -143,35 +151,38 @@ class EventStream(Response):
             else:
                 if self.outbox.overflowed.is_set():
                     return  # too slow: the client reconnects with Last-Event-ID
-                body = b"".join(sse_event(text) for text in frames)
+                since = self.since
+                body = b"".join(sse_event(text, continues_from=since) for text in frames)
             await send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def _follow(self) -> None:
-        """Subscribe, then end the stream at token expiry, revocation or overflow."""
+        """Subscribe, then end the stream at token expiry, revocation, overflow or shutdown."""
         try:
             await self.subscriber.subscribe(self.collections, self.since)
         except ResyncRequired as exc:
             self.outbox.put(
                 orjson.dumps({"type": "resync_required", "revision": exc.revision}).decode()
             )
+            self.since = exc.revision
             await self.subscriber.subscribe(self.collections, exc.revision)
         except (DatabaseUnavailable, ReplayInterrupted) as exc:
             log.warning("sse_subscribe_failed", error=type(exc).__name__)
             return
         overflow = asyncio.create_task(self.outbox.overflowed.wait())
+        draining = asyncio.create_task(self.hub.draining.wait())
         try:
             while True:
                 revalidate = asyncio.create_task(self.session.revalidate.wait())
                 try:
                     await asyncio.wait(
-                        {overflow, revalidate},
+                        {overflow, draining, revalidate},
                         timeout=max(0.0, self.expires_at - time.time()),
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
                     await cancel_and_wait(revalidate)
-                if overflow.done() or time.time() >= self.expires_at:
-                    return
+                if overflow.done() or draining.done() or time.time() >= self.expires_at:
+                    return  # the client reconnects with Last-Event-ID (elsewhere, at shutdown)
                 self.session.revalidate.clear()
                 try:
                     await authenticate(self.services, self.token)
@@ -181,6 +192,7 @@ class EventStream(Response):
                     pass  # cannot tell now; the next change to users asks again
         finally:
             await cancel_and_wait(overflow)
+            await cancel_and_wait(draining)
 
     @staticmethod
     async def _until_disconnect(receive: Receive) -> None:
