@@ -16,6 +16,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.users import (
     ROLES,
@@ -27,12 +30,13 @@ from orchestrator.auth.users import (
     set_disabled,
     set_password,
 )
-from orchestrator.config import Settings, WorkerSettings
+from orchestrator.config import Settings, WorkerSettings, describe_invalid
 from orchestrator.db import Database, DatabaseUnavailable, open_database
 from orchestrator.db.migrate import upgrade
 from orchestrator.errors import ApiError
 
 T = TypeVar("T")
+S = TypeVar("S", bound=BaseSettings)
 
 # How `serve` runs uvicorn (the benchmark's reference app uses the same; `serve` adds the bounds
 # of `server_options`, so that the reference stays plain httptools). uvloop and httptools
@@ -53,11 +57,15 @@ UVICORN_OPTIONS: dict[str, Any] = {
 }
 
 
-def _settings() -> Settings:
+def _load(kind: type[S]) -> S:
     try:
-        return Settings()
-    except ValueError as exc:
-        sys.exit(f"orchestrator: invalid settings: {exc}")
+        return kind()
+    except ValidationError as exc:
+        sys.exit(f"orchestrator: invalid settings: {describe_invalid(exc)}")
+
+
+def _settings() -> Settings:
+    return _load(Settings)
 
 
 def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
@@ -131,7 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def server_options(settings: Settings) -> dict[str, Any]:
     """`UVICORN_OPTIONS` with the settings' bounds on connections and their protocol."""
-    from orchestrator.http.protocol import BoundedHttpProtocol
+    from orchestrator.http.protocol import BoundedHttpProtocol, QuietWebSocketProtocol
 
     return {
         **UVICORN_OPTIONS,
@@ -140,6 +148,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
             head_timeout=settings.http_header_timeout_seconds,
             body_timeout=settings.http_body_timeout_seconds,
         ),
+        "ws": QuietWebSocketProtocol,
         "timeout_keep_alive": settings.http_keep_alive_seconds,
         "ws_ping_interval": settings.ws_ping_interval_seconds,
         "ws_ping_timeout": settings.ws_ping_timeout_seconds,
@@ -238,7 +247,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from orchestrator.client import AsyncClient, Worker
 
     # The worker is a client of a server: it reads the client's variables, not the server's.
-    client_settings = WorkerSettings()
+    client_settings = _load(WorkerSettings)
     url = args.url or client_settings.server_url
     username = args.username or client_settings.username
     if not username:

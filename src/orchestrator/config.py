@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 import limits
 import structlog
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = structlog.get_logger(__name__)
@@ -120,17 +120,17 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool = True
     """Rate limits on (`N/second`, `N/minute` or `N/hour` each); counters in Redis if set."""
     rate_limit_login: str = "5/minute"
-    """Logins per username."""
+    """Login attempts per username from one client address."""
     rate_limit_login_ip: str = "20/minute"
-    """Logins per client address."""
+    """Login attempts per client address."""
     rate_limit_writes: str = "120/minute"
-    """Writes per user."""
+    """Writes per user with a valid token, else per client address."""
     rate_limit_reads: str = "600/minute"
-    """Reads per user."""
+    """Reads per user with a valid token, else per client address."""
     rate_limit_ws_connect: str = "30/minute"
-    """WebSocket connections per client address."""
+    """WebSocket connections per user with a valid token, else per client address."""
     rate_limit_workers: str = "6000/minute"
-    """Worker calls (claim, heartbeat, complete, fail, release) per user."""
+    """Worker calls (claim, heartbeat, complete, fail, release) per user (as for reads)."""
     claim_max_wait_seconds: float = Field(default=30.0, ge=0, le=30)
     """Longest a claim waits for work; a longer `wait` is shortened to it."""
     redis_url: SecretStr | None = None
@@ -224,6 +224,17 @@ class Settings(BaseSettings):
     @property
     def is_development(self) -> bool:
         return self.environment != "production"
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """What is wrong, naming each setting and never showing a value (it may be a secret)."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:
+            message = f"ORCH_{str(error['loc'][0]).upper()}: {message}"
+        problems.append(message)
+    return "; ".join(problems)
 
 
 def load_secret_key(settings: Settings) -> str:

@@ -295,6 +295,12 @@ async def _admit(services: Services, token: str | None) -> tuple[Principal, floa
     return principal, claims.exp
 
 
+async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close with `code`; a client that has already gone is no error worth a log line."""
+    with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
+        await websocket.close(code, reason)
+
+
 async def _serve(websocket: WebSocket) -> None:
     services = services_of(websocket)
     hub = hub_of(services)
@@ -302,17 +308,17 @@ async def _serve(websocket: WebSocket) -> None:
     try:
         principal, expires_at = await _admit(services, token)
     except Unauthorized as exc:
-        await websocket.close(POLICY_VIOLATION, exc.message)
+        await _refuse(websocket, POLICY_VIOLATION, exc.message)
         return
     except DatabaseUnavailable:
-        await websocket.close(INTERNAL_ERROR, "The database is unavailable")
+        await _refuse(websocket, INTERNAL_ERROR, "The database is unavailable")
         return
     assert token is not None
     session = hub.open_session(
         principal.username, limit=services.settings.ws_max_connections_per_user
     )
     if session is None:
-        await websocket.close(POLICY_VIOLATION, "Too many connections for this user")
+        await _refuse(websocket, POLICY_VIOLATION, "Too many connections for this user")
         return
     services.metrics.websockets.inc()
     try:

@@ -15,7 +15,9 @@ from typing import Any, ClassVar
 
 import httptools
 import structlog
+from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from orchestrator.errors import error_body
 from orchestrator.observability.context import request_id_var
@@ -207,3 +209,17 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return self.parser.get_method().decode("ascii")
         except (httptools.HttpParserError, UnicodeDecodeError, AttributeError):
             return ""
+
+
+class QuietWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, which no longer logs an ERROR for each refused handshake.
+
+    It marks a handshake complete on accept and on close, but not when the application refuses
+    it with an HTTP response (our 429), so that every such refusal logged "ASGI callable
+    returned without completing handshake" at ERROR (uvicorn pull request #3138).
+    """
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True

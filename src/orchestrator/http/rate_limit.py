@@ -24,7 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.auth.tokens import TokenService
 from orchestrator.config import Settings
@@ -277,9 +277,10 @@ def _refusal_response(scope: Scope, refusal: Refusal) -> Response:
 
 
 async def _refuse_websocket(scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
-    message: Message = await receive()
-    if message["type"] != "websocket.connect":
-        return
+    # Refused even when the client has already left (a flood's usual case): the server then
+    # raises its own disconnect error, which it takes quietly, where returning without an
+    # answer is an ERROR line in its log.
+    await receive()
     if "websocket.http.response" in scope.get("extensions", {}):
         response = _refusal_response(scope, refusal)
         await send(
