@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic.fields import FieldInfo
 
-from orchestrator.config import Settings
+from orchestrator.config import Settings, WorkerSettings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 HEADER = "| Environment variable | Default | Meaning |\n|---|---|---|\n"
@@ -45,3 +45,11 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert lines[fence + 1].startswith("make run ")
     assert lines[fence + 2].startswith("make test ")
     assert lines[fence + 3] == "```"
+
+
+def test_readme_documents_the_worker_variables() -> None:
+    text = README.read_text()
+    worker_section = text[text.index("## Workers") :]
+    for name in WorkerSettings.model_fields:
+        if name not in Settings.model_fields:  # ORCH_HOST and ORCH_PORT are the server's own
+            assert f"| `ORCH_{name.upper()}` |" in worker_section, name

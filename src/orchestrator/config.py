@@ -265,11 +265,29 @@ def load_secret_key(settings: Settings) -> str:
 class WorkerSettings(BaseSettings):
     """What `orchestrator worker`, a client of a server, reads from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ORCH_", extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
-    server_url: str = "http://127.0.0.1:8000"
-    """The server the worker claims jobs from."""
+    url: str | None = None
+    """The server the worker claims jobs from; default: where `orchestrator serve` listens."""
+    host: str = Settings.model_fields["host"].default
+    """The address `orchestrator serve` listens on (the worker's default server)."""
+    port: int = Field(default=Settings.model_fields["port"].default, ge=0, le=65535)
+    """The port `orchestrator serve` listens on (the worker's default server)."""
     username: str | None = None
     """The worker's account (role `worker`)."""
     password: SecretStr | None = None
     """Its password; otherwise `--password-file` or standard input."""
+
+    @property
+    def server_url(self) -> str:
+        """`url`, else the address `orchestrator serve` uses with the same environment."""
+        if self.url:
+            return self.url.rstrip("/")
+        # A server listening on every address is reached on loopback.
+        everywhere = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104
+        host = everywhere.get(self.host, self.host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,23 @@ def test_sync_client_reads_with_etags_and_runs_a_job(server: ServerProcess) -> N
         task = client.create_task("t")
         assert client.get_task(task["id"])["title"] == "t"
         assert task["id"] in {t["id"] for t in client.list_tasks()["items"]}
+
+
+@pytest.mark.timeout(120)
+def test_blocking_subscribe_is_a_plain_iterator_of_changes(server: ServerProcess) -> None:
+    with Client(server.url) as client:
+        client.login("admin", PASSWORD)
+        with client.subscribe(["tasks"], since=0) as feed:
+            assert isinstance(feed, collections.abc.Iterator)
+            first = client.create_task("one")
+            second = client.create_task("two")
+            frames = [next(feed), next(feed)]
+        assert [(f["op"], f["id"]) for f in frames] == [
+            ("create", first["id"]),
+            ("create", second["id"]),
+        ]
+        assert frames[0]["revision"] < frames[1]["revision"]
+        assert next(feed, None) is None  # closed: the iterator has ended
 
 
 @pytest.mark.skipif(

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,6 +21,10 @@ class WorkerProcess:
     handler_log: Path
     lease_seconds: float = 1
     queue: str = "default"
+    username: str = "admin"
+    wait: float = 1
+    grace: float = 5
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     terminated: bool = False
 
@@ -29,18 +33,20 @@ class WorkerProcess:
             **os.environ,
             "ORCH_PASSWORD": self.password,
             "ORCH_TEST_HANDLER_LOG": str(self.handler_log),
+            **self.env,
         }
         command = [
             sys.executable, "-m", "orchestrator", "worker",
             "--queue", self.queue,
             "--handler", "tests.workers.handlers:record",
-            "--url", self.url,
-            "--username", "admin",
+            "--username", self.username,
             "--name", self.name,
             "--lease-seconds", str(self.lease_seconds),
-            "--wait", "1",
-            "--grace", "5",
+            "--wait", str(self.wait),
+            "--grace", str(self.grace),
         ]  # fmt: skip
+        if self.url:
+            command += ["--url", self.url]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO

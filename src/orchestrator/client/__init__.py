@@ -3,18 +3,35 @@
 It uses only the public HTTP and WebSocket API, so it runs anywhere the server is reachable.
 """
 
-from orchestrator.client.calls import JobClaim
-from orchestrator.client.errors import ApiError, ConflictError, NotFoundError
+from orchestrator.client.calls import UNSET, JobClaim
+from orchestrator.client.errors import (
+    ApiError,
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    RateLimitedError,
+)
+from orchestrator.client.feed import FeedAuthError, Subscription
 from orchestrator.client.http import AsyncClient, Client
-from orchestrator.client.worker import DoNotRetry, Worker
+from orchestrator.client.worker import DoNotRetry, Worker, WorkerStopped
 
 __all__ = [
+    "UNSET",
     "ApiError",
     "AsyncClient",
+    "AuthenticationError",
     "Client",
     "ConflictError",
     "DoNotRetry",
+    "FeedAuthError",
     "JobClaim",
     "NotFoundError",
+    "PermissionDeniedError",
+    "PreconditionFailedError",
+    "RateLimitedError",
+    "Subscription",
     "Worker",
+    "WorkerStopped",
 ]

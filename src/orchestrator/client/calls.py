@@ -1,10 +1,26 @@
-"""The API's calls, described once for both clients: what to send and how to read the answer."""
+"""The API's calls, described once for both clients: what to send and how to read the answer.
+
+Each function here is a method of `Client` and of `AsyncClient` under the same name, with the
+same signature and docstring (see `http.py`); it only describes a request, it sends nothing.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final, Generic, Literal, TypeVar
+
+R = TypeVar("R")
+JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+
+
+class _Unset(Enum):
+    UNSET = "UNSET"
+
+
+UNSET: Final = _Unset.UNSET
+"""An argument left out (where `None` means something: a task's `description=None` clears it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,40 +52,108 @@ def _claim(status: int, body: Any) -> JobClaim | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
+class Call(Generic[R]):
+    """One request and how to read its answer."""
+
     method: str
     path: str
+    read: Callable[[int, Any], R]
     json: Any = None
-    params: dict[str, Any] | None = None
-    read: Callable[[int, Any], Any] = _body
+    params: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
     timeout: float | None = None
     authenticated: bool = True
-    # Only GETs are cached: If-None-Match, and the cached body on 304.
-    cacheable: bool = field(default=False)
+    # GETs of a resource or list: If-None-Match from the cache, and the cached body on a 304.
+    cacheable: bool = False
+    # The answer is the resource at this path (its ETag is remembered for `If-Match`).
+    resource: str | None = None
+    # `If-Match` is required: the caller's tag, else the last one this client saw for `resource`.
+    guarded: bool = False
+    # A login: the session keeps the token, and these credentials to log in again.
+    credentials: tuple[str, str] | None = None
+    # The answer is text (Prometheus exposition), not JSON.
+    text: bool = False
 
 
 def _present(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def login(username: str, password: str) -> Call:
+def _if_match(if_match: str | None) -> dict[str, str] | None:
+    return {"If-Match": if_match} if if_match is not None else None
+
+
+def _idempotent(key: str | None) -> dict[str, str] | None:
+    return {"Idempotency-Key": key} if key is not None else None
+
+
+def _query(**values: Any) -> dict[str, str] | None:
+    query = {k: str(v) for k, v in values.items() if v is not None}
+    return query or None
+
+
+def _job(job_id: str) -> str:
+    return f"/api/v1/jobs/{job_id}"
+
+
+def _task(task_id: str) -> str:
+    return f"/api/v1/collab/tasks/{task_id}"
+
+
+# ------------------------------------------------------------------- health and users
+
+
+def health() -> Call[dict[str, Any]]:
+    """Liveness (`GET /health`): the process answers; touches no database."""
+    return Call("GET", "/health", _body, authenticated=False)
+
+
+def ready() -> Call[dict[str, Any]]:
+    """Readiness (`GET /healthz`): a round trip to the database; `ApiError` (500) when down."""
+    return Call("GET", "/healthz", _body, authenticated=False)
+
+
+def login(username: str, password: str) -> Call[None]:
+    """Log in; the client logs in again by itself when the token expires."""
     return Call(
         "POST",
         "/auth/login",
+        _nothing,
         json={"username": username, "password": password},
         authenticated=False,
+        credentials=(username, password),
     )
+
+
+def me() -> Call[dict[str, Any]]:
+    """The user the token belongs to."""
+    return Call("GET", "/api/v1/users/me", _body)
+
+
+def list_users() -> Call[dict[str, Any]]:
+    """Every user (admins only)."""
+    return Call("GET", "/api/v1/users", _body, cacheable=True)
+
+
+def metrics() -> Call[str]:
+    """The Prometheus exposition of `/metrics` (loopback, or `ORCH_METRICS_TOKEN` as token)."""
+    return Call("GET", "/metrics", _body, text=True)
+
+
+# ------------------------------------------------------------------------------- jobs
 
 
 def create_job(
     name: str,
     *,
-    description: str | None,
-    queue: str | None,
-    payload: dict[str, Any] | None,
-    priority: int | None,
-    max_attempts: int | None,
-) -> Call:
+    description: str | None = None,
+    queue: str | None = None,
+    payload: dict[str, Any] | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    idempotency_key: str | None = None,
+) -> Call[dict[str, Any]]:
+    """Create a job (pending); the same `idempotency_key` within 24 h replays the first answer."""
     body = _present(
         title=name,
         description=description,
@@ -78,55 +162,134 @@ def create_job(
         priority=priority,
         max_attempts=max_attempts,
     )
-    return Call("POST", "/api/v1/jobs", json=body)
+    return Call("POST", "/api/v1/jobs", _body, json=body, headers=_idempotent(idempotency_key))
 
 
-def get_job(job_id: str) -> Call:
-    return Call("GET", f"/api/v1/jobs/{job_id}", cacheable=True)
+def get_job(job_id: str) -> Call[dict[str, Any]]:
+    """A job (revalidated with its ETag when this client has read it before)."""
+    return Call("GET", _job(job_id), _body, cacheable=True, resource=_job(job_id))
 
 
-def list_jobs(params: dict[str, Any]) -> Call:
-    return Call("GET", "/api/v1/jobs", params=params or None, cacheable=True)
+def list_jobs(
+    *,
+    status: JobStatus | None = None,
+    queue: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> Call[dict[str, Any]]:
+    """Jobs, oldest first: all of them, or pages of `limit` (then `next_cursor` is the next)."""
+    params = _query(status=status, queue=queue, limit=limit, cursor=cursor)
+    return Call("GET", "/api/v1/jobs", _body, params=params, cacheable=True)
 
 
-def delete_job(job_id: str) -> Call:
-    return Call("DELETE", f"/api/v1/jobs/{job_id}", read=_nothing)
+def delete_job(job_id: str, *, if_match: str | None = None) -> Call[None]:
+    """Delete a job (its creator or an admin); with `if_match`, only at that version (else 412)."""
+    return Call(
+        "DELETE", _job(job_id), _nothing, headers=_if_match(if_match), resource=_job(job_id)
+    )
 
 
-def cancel_job(job_id: str) -> Call:
-    return Call("POST", f"/api/v1/jobs/{job_id}/cancel")
+def cancel_job(job_id: str) -> Call[dict[str, Any]]:
+    """Cancel a job: at once when pending, at its worker's next heartbeat when running."""
+    return Call("POST", f"{_job(job_id)}/cancel", _body)
 
 
-def claim(queues: Sequence[str], *, lease_seconds: float, worker: str | None, wait: float) -> Call:
+def claim(
+    queues: Sequence[str],
+    *,
+    lease_seconds: float = 30,
+    worker: str | None = None,
+    wait: float = 0,
+) -> Call[JobClaim | None]:
+    """Take the next due job of `queues`, waiting up to `wait` seconds; None when there is none."""
     body = _present(queues=list(queues), lease_seconds=lease_seconds, worker=worker, wait=wait)
-    return Call("POST", "/api/v1/jobs/claim", json=body, read=_claim, timeout=wait + 30)
+    return Call("POST", "/api/v1/jobs/claim", _claim, json=body, timeout=wait + 30)
 
 
-def heartbeat(job_id: str, token: int, *, lease_seconds: float) -> Call:
+def heartbeat(job_id: str, token: int, *, lease_seconds: float = 30) -> Call[dict[str, Any]]:
+    """Extend the lease; `cancel_requested` in the answer tells the worker to stop."""
     body = {"token": token, "lease_seconds": lease_seconds}
-    return Call("POST", f"/api/v1/jobs/{job_id}/heartbeat", json=body)
+    return Call("POST", f"{_job(job_id)}/heartbeat", _body, json=body)
 
 
-def complete(job_id: str, token: int, result: Any) -> Call:
-    return Call("POST", f"/api/v1/jobs/{job_id}/complete", json={"token": token, "result": result})
+def complete(job_id: str, token: int, result: Any = None) -> Call[dict[str, Any]]:
+    """Record success and the job's result (JSON, at most 64 KiB)."""
+    return Call("POST", f"{_job(job_id)}/complete", _body, json={"token": token, "result": result})
 
 
-def fail(job_id: str, token: int, error: str, *, retry: bool) -> Call:
+def fail(job_id: str, token: int, error: str, *, retry: bool = True) -> Call[dict[str, Any]]:
+    """Record a failure: retried after a backoff while attempts remain, unless `retry=False`."""
     body = {"token": token, "error": error, "retry": retry}
-    return Call("POST", f"/api/v1/jobs/{job_id}/fail", json=body)
+    return Call("POST", f"{_job(job_id)}/fail", _body, json=body)
 
 
-def release(job_id: str, token: int) -> Call:
-    return Call("POST", f"/api/v1/jobs/{job_id}/release", json={"token": token})
+def release(job_id: str, token: int) -> Call[dict[str, Any]]:
+    """Give the job back, pending at once; the attempt does not count."""
+    return Call("POST", f"{_job(job_id)}/release", _body, json={"token": token})
 
 
-def create_task(title: str, *, description: str | None) -> Call:
-    return Call("POST", "/api/v1/collab/tasks", json=_present(title=title, description=description))
+# ------------------------------------------------------------------------------ tasks
 
 
-def get_task(task_id: str) -> Call:
-    return Call("GET", f"/api/v1/collab/tasks/{task_id}", cacheable=True)
+def create_task(
+    title: str, *, description: str | None = None, idempotency_key: str | None = None
+) -> Call[dict[str, Any]]:
+    """Create a collaboration task; the same `idempotency_key` within 24 h replays the first."""
+    return Call(
+        "POST",
+        "/api/v1/collab/tasks",
+        _body,
+        json=_present(title=title, description=description),
+        headers=_idempotent(idempotency_key),
+    )
 
 
-def list_tasks() -> Call:
-    return Call("GET", "/api/v1/collab/state/tasks", cacheable=True)
+def get_task(task_id: str) -> Call[dict[str, Any]]:
+    """A task (revalidated with its ETag when this client has read it before)."""
+    return Call("GET", _task(task_id), _body, cacheable=True, resource=_task(task_id))
+
+
+def list_tasks(*, limit: int | None = None, cursor: str | None = None) -> Call[dict[str, Any]]:
+    """Tasks, oldest first: all of them, or pages of `limit` (then `next_cursor` is the next)."""
+    params = _query(limit=limit, cursor=cursor)
+    return Call("GET", "/api/v1/collab/state/tasks", _body, params=params, cacheable=True)
+
+
+def update_task(
+    task_id: str,
+    *,
+    title: str | _Unset = UNSET,
+    description: str | _Unset | None = UNSET,
+    if_match: str | None = None,
+) -> Call[dict[str, Any]]:
+    """Edit a task at the version last seen (or `if_match`); `PreconditionFailedError` if stale.
+
+    Without `if_match` the ETag of the task as this client last read or wrote it is sent, so
+    an edit never overwrites a change it has not seen; `if_match="*"` edits whatever is there.
+    """
+    changes: dict[str, Any] = {}
+    if not isinstance(title, _Unset):
+        changes["title"] = title
+    if not isinstance(description, _Unset):
+        changes["description"] = description
+    return Call(
+        "PATCH",
+        _task(task_id),
+        _body,
+        json=changes,
+        headers=_if_match(if_match),
+        resource=_task(task_id),
+        guarded=True,
+    )
+
+
+def delete_task(task_id: str, *, if_match: str | None = None) -> Call[None]:
+    """Delete a task at the version last seen (or `if_match`); 412 if it has changed since."""
+    return Call(
+        "DELETE",
+        _task(task_id),
+        _nothing,
+        headers=_if_match(if_match),
+        resource=_task(task_id),
+        guarded=True,
+    )

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import queue
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,6 +22,7 @@ log = logging.getLogger(__name__)
 TokenSource = Callable[[bool], Awaitable[str | None]]
 POLICY_VIOLATION = 1008
 MAX_BACKOFF = 5.0
+CLOSE_TIMEOUT = 5.0
 
 
 class FeedAuthError(Exception):
@@ -70,3 +77,109 @@ async def subscribe(
             log.info("change feed disconnected (%s); resuming after revision %s", exc, last)
         await asyncio.sleep(backoff)
         backoff = min(MAX_BACKOFF, backoff * 2)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: BaseException
+
+
+_END = object()
+
+
+class Subscription(Iterator[dict[str, Any]]):
+    """`subscribe()` as a blocking iterator: a thread of its own follows the WebSocket.
+
+    Frames wait in a bounded buffer; when the reader falls behind, the thread stops reading the
+    socket, the server drops the connection (1013) and the feed resumes where it stopped.
+    """
+
+    def __init__(
+        self,
+        ws_url: str,
+        token: TokenSource,
+        *,
+        collections: Sequence[str],
+        since: int | None,
+        buffer: int = 1000,
+    ) -> None:
+        self._frames: queue.Queue[object] = queue.Queue(buffer)
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._done = False
+        feed = subscribe(ws_url, token, collections=collections, since=since)
+        self._thread = threading.Thread(
+            target=self._run, args=(feed,), name="orchestrator-feed", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, feed: AsyncIterator[dict[str, Any]]) -> None:
+        async def pump() -> None:
+            try:
+                async for frame in feed:
+                    await self._put(frame)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._put(_Failed(exc))
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._task = asyncio.current_task()
+            self._started.set()
+            await pump()
+
+        try:
+            asyncio.run(main())
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._started.set()
+            self._frames.put(_END)
+
+    async def _put(self, item: object) -> None:
+        try:
+            self._frames.put_nowait(item)
+        except queue.Full:
+            await asyncio.to_thread(self._frames.put, item)
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._done:
+            raise StopIteration
+        item = self._frames.get()
+        if item is _END:
+            self._done = True
+            raise StopIteration
+        if isinstance(item, _Failed):
+            self.close()
+            raise item.error
+        frame: dict[str, Any] = item  # type: ignore[assignment]
+        return frame
+
+    def close(self) -> None:
+        """Stop following the feed; the iterator ends."""
+        self._done = True
+        self._started.wait()
+        if self._loop is not None and self._task is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in the meantime
+                self._loop.call_soon_threadsafe(self._task.cancel)
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            # make room, so that a thread waiting to hand over a frame sees the cancel
+            with contextlib.suppress(queue.Empty):
+                self._frames.get(timeout=0.05)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A loop left with `break` drops the iterator: close the socket with it.
+        if not self._done and not sys.is_finalizing():
+            self.close()

@@ -1,76 +1,214 @@
-"""`Client` (blocking) and `AsyncClient` over httpx: login, jobs, tasks, ETag-aware reads."""
+"""`Client` (blocking) and `AsyncClient` over httpx: one send path, ETag-aware, logs in again.
+
+A request's whole course (the request, a second login when the token expired, reading the
+answer into a result or an exception, the ETag cache) is one generator, `_Session._flow`, that
+yields the requests to send and receives their answers. Each client only carries them over its
+own transport, so the blocking and the asyncio client cannot drift apart, and each call of the
+API is written once, in `calls.py`, and bound to both clients by `_Endpoint`.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import httpx
 import orjson
 
 from orchestrator.client import calls
-from orchestrator.client.calls import Call, JobClaim
+from orchestrator.client.calls import Call
 from orchestrator.client.errors import error_for
-from orchestrator.client.feed import subscribe
+from orchestrator.client.feed import Subscription, TokenSource, subscribe
 
 ETAG_CACHE_SIZE = 256
 DEFAULT_COLLECTIONS = ("jobs", "tasks")
 
+P = ParamSpec("P")
+R = TypeVar("R")
+Flow = Generator[httpx.Request, httpx.Response, R]
+
 
 class _Session:
-    """What both clients share: the token, the ETag cache, reading answers."""
+    """What both clients share: the token, the ETag cache, and the course of every call."""
+
+    _http: httpx.Client | httpx.AsyncClient
 
     def __init__(self, base_url: str, *, token: str | None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self._credentials: tuple[str, str] | None = None
+        # path (+ query) → (ETag, body) of answers this client has seen
         self._etags: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
 
     @property
     def ws_url(self) -> str:
         return "ws" + self.base_url.removeprefix("http") + "/ws"
 
-    def _key(self, call: Call) -> str:
-        return call.path + ("?" + str(sorted(call.params.items())) if call.params else "")
+    def etag(self, path: str) -> str | None:
+        """The ETag of the resource at `path` as this client last read or wrote it."""
+        cached = self._etags.get(path)
+        return cached[0] if cached is not None else None
 
-    def _headers(self, call: Call) -> dict[str, str]:
-        headers: dict[str, str] = {}
+    def _flow(self, call: Call[R]) -> Flow[R]:
+        response = yield self._request(call)
+        if response.status_code == 401 and call.authenticated and self._credentials is not None:
+            # An expired or revoked token: log in again once, then repeat the call.
+            login = calls.login(*self._credentials)
+            self._read(login, (yield self._request(login)))
+            response = yield self._request(call)
+        return self._read(call, response)
+
+    def _request(self, call: Call[Any]) -> httpx.Request:
+        headers: dict[str, str] = dict(call.headers) if call.headers else {}
         if call.authenticated and self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        cached = self._etags.get(self._key(call)) if call.cacheable else None
-        if cached is not None:
-            headers["If-None-Match"] = cached[0]
-        return headers
+        key = _key(call)
+        if call.cacheable and key in self._etags:
+            headers["If-None-Match"] = self._etags[key][0]
+        if call.guarded and "If-Match" not in headers:
+            etag = self.etag(call.resource or call.path)
+            if etag is None:
+                raise ValueError(
+                    f"no ETag known for {call.resource}: read it first, or pass if_match"
+                )
+            headers["If-Match"] = etag
+        content: bytes | None = None
+        if call.json is not None or call.method in ("POST", "PATCH"):
+            content = orjson.dumps(call.json)
+            headers["Content-Type"] = "application/json"
+        return self._http.build_request(
+            call.method,
+            call.path,
+            params=call.params,
+            headers=headers,
+            content=content,
+            timeout=httpx.USE_CLIENT_DEFAULT if call.timeout is None else call.timeout,
+        )
 
-    def _relogin_needed(self, call: Call, response: httpx.Response) -> bool:
-        """An expired or revoked token, and we know the credentials to get a new one."""
-        return response.status_code == 401 and call.authenticated and self._credentials is not None
-
-    def _read(self, call: Call, response: httpx.Response) -> Any:
-        key = self._key(call)
+    def _read(self, call: Call[R], response: httpx.Response) -> R:
+        key = _key(call)
         content = response.content
         status = response.status_code
         if status == 304 and call.cacheable and key in self._etags:
             self._etags.move_to_end(key)
             content, status = self._etags[key][1], 200
-        body = orjson.loads(content) if content else None
         if status >= 400:
-            raise error_for(status, body)
+            body = _json(content)
+            raise error_for(
+                status,
+                body,
+                retry_after=response.headers.get("retry-after"),
+                etag=response.headers.get("etag"),
+            )
+        if call.credentials is not None:
+            self.token = str(orjson.loads(content)["access_token"])
+            self._credentials = call.credentials
+        self._remember(call, response, content)
+        if call.text:
+            return call.read(status, content.decode())
+        return call.read(status, _json(content))
+
+    def _remember(self, call: Call[Any], response: httpx.Response, content: bytes) -> None:
+        if call.method == "DELETE":
+            if call.resource is not None:
+                self._etags.pop(call.resource, None)
+            return
         etag = response.headers.get("etag")
-        if call.cacheable and etag and response.status_code == 200:
-            self._etags[key] = (etag, content)
-            self._etags.move_to_end(key)
-            while len(self._etags) > ETAG_CACHE_SIZE:
-                self._etags.popitem(last=False)
-        if call.path == "/auth/login" and isinstance(body, dict):
-            self.token = str(body["access_token"])
-        return call.read(status, body)
+        if etag is None or response.status_code not in (200, 201):
+            return
+        if call.cacheable:
+            key = _key(call)
+        elif call.resource is not None:
+            key = call.resource
+        elif response.status_code == 201 and "location" in response.headers:
+            key = httpx.URL(response.headers["location"]).path
+        else:
+            return
+        self._etags[key] = (etag, content)
+        self._etags.move_to_end(key)
+        while len(self._etags) > ETAG_CACHE_SIZE:
+            self._etags.popitem(last=False)
 
 
-class Client(_Session):
+def _key(call: Call[Any]) -> str:
+    if not call.params:
+        return call.path
+    return call.path + "?" + "&".join(f"{k}={v}" for k, v in sorted(call.params.items()))
+
+
+def _json(content: bytes) -> Any:
+    try:
+        return orjson.loads(content) if content else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+class _Endpoint(Generic[P, R]):
+    """A call of `calls.py` as a method: blocking on `Client`, awaitable on `AsyncClient`."""
+
+    def __init__(self, build: Callable[P, Call[R]]) -> None:
+        self._build = build
+        self._name = build.__name__
+        self.__doc__ = build.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, client: None, owner: type) -> _Endpoint[P, R]: ...
+    @overload
+    def __get__(self, client: Client, owner: type) -> Callable[P, R]: ...
+    @overload
+    def __get__(self, client: AsyncClient, owner: type) -> Callable[P, Awaitable[R]]: ...
+
+    def __get__(self, client: _Calls | None, owner: type) -> Any:
+        if client is None:
+            return self
+        build, send = self._build, client._send
+
+        @functools.wraps(build)
+        def method(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return send(build(*args, **kwargs))
+
+        client.__dict__[self._name] = method  # bound once per client, then a plain attribute
+        return method
+
+
+class _Calls(_Session):
+    """Every call of the API, bound to the client's own way of sending."""
+
+    def _send(self, call: Call[Any]) -> Any:
+        raise NotImplementedError
+
+    health = _Endpoint(calls.health)
+    ready = _Endpoint(calls.ready)
+    login = _Endpoint(calls.login)
+    me = _Endpoint(calls.me)
+    list_users = _Endpoint(calls.list_users)
+    metrics = _Endpoint(calls.metrics)
+    create_job = _Endpoint(calls.create_job)
+    get_job = _Endpoint(calls.get_job)
+    list_jobs = _Endpoint(calls.list_jobs)
+    delete_job = _Endpoint(calls.delete_job)
+    cancel_job = _Endpoint(calls.cancel_job)
+    claim = _Endpoint(calls.claim)
+    heartbeat = _Endpoint(calls.heartbeat)
+    complete = _Endpoint(calls.complete)
+    fail = _Endpoint(calls.fail)
+    release = _Endpoint(calls.release)
+    create_task = _Endpoint(calls.create_task)
+    get_task = _Endpoint(calls.get_task)
+    list_tasks = _Endpoint(calls.list_tasks)
+    update_task = _Endpoint(calls.update_task)
+    delete_task = _Endpoint(calls.delete_task)
+
+
+class Client(_Calls):
     """The blocking client. `with Client(url) as c: c.login(user, password); c.get_job(id)`."""
+
+    _http: httpx.Client
 
     def __init__(
         self,
@@ -92,124 +230,37 @@ class Client(_Session):
     def close(self) -> None:
         self._http.close()
 
-    def _send(self, call: Call) -> Any:
-        response = self._exchange(call)
-        if self._relogin_needed(call, response) and self._credentials is not None:
-            login = calls.login(*self._credentials)
-            self._read(login, self._exchange(login))
-            response = self._exchange(call)
-        return self._read(call, response)
-
-    def _exchange(self, call: Call) -> httpx.Response:
-        return self._http.request(
-            call.method,
-            call.path,
-            json=call.json,
-            params=call.params,
-            headers=self._headers(call),
-            timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
-        )
-
-    def login(self, username: str, password: str) -> None:
-        """Log in; the client logs in again by itself when the token expires."""
-        login = calls.login(username, password)
-        self._read(login, self._exchange(login))
-        self._credentials = (username, password)
+    def _send(self, call: Call[R]) -> R:
+        flow = self._flow(call)
+        request = next(flow)
+        while True:
+            response = self._http.send(request)
+            try:
+                request = flow.send(response)
+            except StopIteration as done:
+                result: R = done.value
+                return result
 
     def subscribe(
         self, collections: Sequence[str] = DEFAULT_COLLECTIONS, *, since: int | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Change frames over the WebSocket (an async iterator, see `AsyncClient.subscribe`)."""
+    ) -> Subscription:
+        """Change frames over the WebSocket as a blocking iterator (see `AsyncClient.subscribe`).
+
+        `with client.subscribe(["jobs"]) as feed: for frame in feed: …`; `close()` ends it.
+        """
 
         async def token(refresh: bool) -> str | None:
             if refresh and self._credentials is not None:
-                login = calls.login(*self._credentials)
-                self._read(login, await asyncio.to_thread(self._exchange, login))
+                self._send(calls.login(*self._credentials))  # on the feed's own thread
             return self.token
 
-        return subscribe(self.ws_url, token, collections=collections, since=since)
-
-    def create_job(
-        self,
-        name: str,
-        *,
-        description: str | None = None,
-        queue: str | None = None,
-        payload: dict[str, Any] | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-    ) -> dict[str, Any]:
-        call = calls.create_job(
-            name,
-            description=description,
-            queue=queue,
-            payload=payload,
-            priority=priority,
-            max_attempts=max_attempts,
-        )
-        result: dict[str, Any] = self._send(call)
-        return result
-
-    def get_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._send(calls.get_job(job_id))
-        return result
-
-    def list_jobs(self, **params: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self._send(calls.list_jobs(params))
-        return result
-
-    def delete_job(self, job_id: str) -> None:
-        self._send(calls.delete_job(job_id))
-
-    def cancel_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._send(calls.cancel_job(job_id))
-        return result
-
-    def claim(
-        self,
-        queues: Sequence[str],
-        *,
-        lease_seconds: float = 30,
-        worker: str | None = None,
-        wait: float = 0,
-    ) -> JobClaim | None:
-        call = calls.claim(queues, lease_seconds=lease_seconds, worker=worker, wait=wait)
-        claimed: JobClaim | None = self._send(call)
-        return claimed
-
-    def heartbeat(self, job_id: str, token: int, *, lease_seconds: float = 30) -> dict[str, Any]:
-        result: dict[str, Any] = self._send(
-            calls.heartbeat(job_id, token, lease_seconds=lease_seconds)
-        )
-        return result
-
-    def complete(self, job_id: str, token: int, result: Any = None) -> dict[str, Any]:
-        job: dict[str, Any] = self._send(calls.complete(job_id, token, result))
-        return job
-
-    def fail(self, job_id: str, token: int, error: str, *, retry: bool = True) -> dict[str, Any]:
-        job: dict[str, Any] = self._send(calls.fail(job_id, token, error, retry=retry))
-        return job
-
-    def release(self, job_id: str, token: int) -> dict[str, Any]:
-        job: dict[str, Any] = self._send(calls.release(job_id, token))
-        return job
-
-    def create_task(self, title: str, *, description: str | None = None) -> dict[str, Any]:
-        task: dict[str, Any] = self._send(calls.create_task(title, description=description))
-        return task
-
-    def get_task(self, task_id: str) -> dict[str, Any]:
-        task: dict[str, Any] = self._send(calls.get_task(task_id))
-        return task
-
-    def list_tasks(self) -> dict[str, Any]:
-        tasks: dict[str, Any] = self._send(calls.list_tasks())
-        return tasks
+        return Subscription(self.ws_url, token, collections=collections, since=since)
 
 
-class AsyncClient(_Session):
+class AsyncClient(_Calls):
     """The asyncio client. `async with AsyncClient(url) as c: await c.login(user, password)`."""
+
+    _http: httpx.AsyncClient
 
     def __init__(
         self,
@@ -231,29 +282,16 @@ class AsyncClient(_Session):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _send(self, call: Call) -> Any:
-        response = await self._exchange(call)
-        if self._relogin_needed(call, response) and self._credentials is not None:
-            login = calls.login(*self._credentials)
-            self._read(login, await self._exchange(login))
-            response = await self._exchange(call)
-        return self._read(call, response)
-
-    async def _exchange(self, call: Call) -> httpx.Response:
-        return await self._http.request(
-            call.method,
-            call.path,
-            json=call.json,
-            params=call.params,
-            headers=self._headers(call),
-            timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
-        )
-
-    async def login(self, username: str, password: str) -> None:
-        """Log in; the client logs in again by itself when the token expires."""
-        login = calls.login(username, password)
-        self._read(login, await self._exchange(login))
-        self._credentials = (username, password)
+    async def _send(self, call: Call[R]) -> R:
+        flow = self._flow(call)
+        request = next(flow)
+        while True:
+            response = await self._http.send(request)
+            try:
+                request = flow.send(response)
+            except StopIteration as done:
+                result: R = done.value
+                return result
 
     def subscribe(
         self, collections: Sequence[str] = DEFAULT_COLLECTIONS, *, since: int | None = None
@@ -264,93 +302,10 @@ class AsyncClient(_Session):
         `{"type": "resync_required", "revision"}` when the server no longer has the changes
         since the last one seen (refetch, then carry on: the iterator continues from there).
         """
-
-        async def token(refresh: bool) -> str | None:
-            if refresh and self._credentials is not None:
-                login = calls.login(*self._credentials)
-                self._read(login, await self._exchange(login))
-            return self.token
-
+        token: TokenSource = self._token
         return subscribe(self.ws_url, token, collections=collections, since=since)
 
-    async def create_job(
-        self,
-        name: str,
-        *,
-        description: str | None = None,
-        queue: str | None = None,
-        payload: dict[str, Any] | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-    ) -> dict[str, Any]:
-        call = calls.create_job(
-            name,
-            description=description,
-            queue=queue,
-            payload=payload,
-            priority=priority,
-            max_attempts=max_attempts,
-        )
-        result: dict[str, Any] = await self._send(call)
-        return result
-
-    async def get_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._send(calls.get_job(job_id))
-        return result
-
-    async def list_jobs(self, **params: Any) -> dict[str, Any]:
-        result: dict[str, Any] = await self._send(calls.list_jobs(params))
-        return result
-
-    async def delete_job(self, job_id: str) -> None:
-        await self._send(calls.delete_job(job_id))
-
-    async def cancel_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._send(calls.cancel_job(job_id))
-        return result
-
-    async def claim(
-        self,
-        queues: Sequence[str],
-        *,
-        lease_seconds: float = 30,
-        worker: str | None = None,
-        wait: float = 0,
-    ) -> JobClaim | None:
-        call = calls.claim(queues, lease_seconds=lease_seconds, worker=worker, wait=wait)
-        claimed: JobClaim | None = await self._send(call)
-        return claimed
-
-    async def heartbeat(
-        self, job_id: str, token: int, *, lease_seconds: float = 30
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = await self._send(
-            calls.heartbeat(job_id, token, lease_seconds=lease_seconds)
-        )
-        return result
-
-    async def complete(self, job_id: str, token: int, result: Any = None) -> dict[str, Any]:
-        job: dict[str, Any] = await self._send(calls.complete(job_id, token, result))
-        return job
-
-    async def fail(
-        self, job_id: str, token: int, error: str, *, retry: bool = True
-    ) -> dict[str, Any]:
-        job: dict[str, Any] = await self._send(calls.fail(job_id, token, error, retry=retry))
-        return job
-
-    async def release(self, job_id: str, token: int) -> dict[str, Any]:
-        job: dict[str, Any] = await self._send(calls.release(job_id, token))
-        return job
-
-    async def create_task(self, title: str, *, description: str | None = None) -> dict[str, Any]:
-        task: dict[str, Any] = await self._send(calls.create_task(title, description=description))
-        return task
-
-    async def get_task(self, task_id: str) -> dict[str, Any]:
-        task: dict[str, Any] = await self._send(calls.get_task(task_id))
-        return task
-
-    async def list_tasks(self) -> dict[str, Any]:
-        tasks: dict[str, Any] = await self._send(calls.list_tasks())
-        return tasks
+    async def _token(self, refresh: bool) -> str | None:
+        if refresh and self._credentials is not None:
+            await self._send(calls.login(*self._credentials))
+        return self.token

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -83,6 +84,12 @@ def _waiters(services: Services) -> ClaimWaiters:
     return waiters
 
 
+async def _set_on_disconnect(request: Request, gone: asyncio.Event) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+
+
 def _json(body: dict[str, Any], status: int = 200) -> Response:
     data = canonical_json(body)
     return data_response(data, etag_for(data), status=status)
@@ -95,13 +102,23 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
 async def claim(body: ClaimRequest, request: Request, user: WorkerRole) -> Response:
     """Take the next due job of `queues`, waiting up to `wait` seconds for one."""
     services = services_of(request)
-    claimed = await _waiters(services).claim(
-        db=services.db,
-        queues=list(dict.fromkeys(body.queues)),
-        lease_seconds=body.lease_seconds,
-        worker=body.worker or user.username,
-        wait=min(body.wait, services.settings.claim_max_wait_seconds),
-    )
+    wait = min(body.wait, services.settings.claim_max_wait_seconds)
+    gone = asyncio.Event()
+    # A client that stops waiting (a worker shutting down) closes its connection: stop
+    # waiting for work on its behalf too.
+    watch = asyncio.ensure_future(_set_on_disconnect(request, gone)) if wait > 0 else None
+    try:
+        claimed = await _waiters(services).claim(
+            db=services.db,
+            queues=list(dict.fromkeys(body.queues)),
+            lease_seconds=body.lease_seconds,
+            worker=body.worker or user.username,
+            wait=wait,
+            abandoned=gone if watch is not None else None,
+        )
+    finally:
+        if watch is not None:
+            watch.cancel()
     if claimed is None:
         return Response(status_code=204)
     return _json({"job": claimed.job, "lease": claimed.lease.body()})

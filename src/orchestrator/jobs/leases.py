@@ -201,8 +201,13 @@ class ClaimWaiters:
         lease_seconds: float,
         worker: str,
         wait: float,
+        abandoned: asyncio.Event | None = None,
     ) -> Claim | None:
-        """`claim_job`, retried on each wake-up until a job comes or `wait` seconds pass."""
+        """`claim_job`, retried on each wake-up until a job comes or `wait` seconds pass.
+
+        Setting `abandoned` (the client has gone) ends the wait with no further attempt, so
+        that no job is leased to a client that will never hear of it.
+        """
         deadline = time.monotonic() + wait
         event = asyncio.Event()
         # Registered before the first attempt, so a job created in between still wakes us.
@@ -219,10 +224,27 @@ class ClaimWaiters:
                 # A retried job is pending but not yet due: no change will announce that moment.
                 due = await next_due_in(db=db, queues=queues)
                 timeout = remaining if due is None else min(remaining, max(due, 0.01))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout)
+                if abandoned is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(event.wait(), timeout)
+                    continue
+                if abandoned.is_set() or await _first_of(event, abandoned, timeout) is abandoned:
+                    return None
         finally:
             del self._waiting[event]
+
+
+async def _first_of(
+    one: asyncio.Event, other: asyncio.Event, seconds: float
+) -> asyncio.Event | None:
+    """The event set first within `seconds`, or None."""
+    waits = {asyncio.ensure_future(one.wait()): one, asyncio.ensure_future(other.wait()): other}
+    try:
+        done, _ = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in waits:
+            pending.cancel()
+    return other if other.is_set() else (one if done else None)
 
 
 # --------------------------------------------------------------- holding a lease

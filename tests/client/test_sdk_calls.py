@@ -1,0 +1,182 @@
+"""The SDK's calls against the app in process: every route, If-Match edits, errors it raises."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from orchestrator.app import create_app
+from orchestrator.client import (
+    AsyncClient,
+    AuthenticationError,
+    Client,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    RateLimitedError,
+)
+from orchestrator.db.migrate import upgrade
+from orchestrator.services import Services
+from tests.conftest import make_settings
+from tests.factories import ADMIN_PASSWORD, PASSWORD, make_user
+
+# The same operation under a second path: the SDK calls the first.
+ALIASES = {
+    "/api/v1/health": "/health",
+    "/api/v1/healthz": "/healthz",
+    "/api/v1/auth/login": "/auth/login",
+}
+# The change feed as Server-Sent Events is for browsers; the SDK follows the same feed over
+# the WebSocket (`subscribe()`).
+FOLLOWED_OVER_WEBSOCKET = {("GET", "/api/v1/changes")}
+
+
+@pytest.fixture
+async def database_url(tmp_path: Path) -> str:
+    """SQLite only: what is tested here is the client, not the database."""
+    url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
+    await asyncio.to_thread(upgrade, url)
+    return url
+
+
+def _sdk(app: FastAPI) -> AsyncClient:
+    return AsyncClient("http://127.0.0.1", transport=httpx.ASGITransport(app=app))
+
+
+class _Recorder(httpx.AsyncBaseTransport):
+    """The app's transport, noting each request's method and path."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.sent: list[tuple[str, str]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append((request.method, request.url.path))
+        return await self.inner.handle_async_request(request)
+
+
+def _operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    paths: dict[str, dict[str, Any]] = document["paths"]
+    return {
+        (method.upper(), ALIASES.get(path, path))
+        for path, operations in paths.items()
+        for method in operations
+    }
+
+
+def _template_of(path: str, templates: set[str]) -> str | None:
+    for template in templates:
+        pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            return template
+    return None
+
+
+async def test_every_operation_of_the_openapi_document_is_a_method_of_both_clients(
+    app: FastAPI,
+) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+    ) as raw:
+        operations = _operations((await raw.get("/openapi.json")).json())
+    operations -= FOLLOWED_OVER_WEBSOCKET
+    recorder = _Recorder(app)
+    async with AsyncClient("http://127.0.0.1", transport=recorder) as sdk:
+        await sdk.health()
+        await sdk.ready()
+        await sdk.login("admin", ADMIN_PASSWORD)
+        assert (await sdk.me())["username"] == "admin"
+        assert "admin" in {u["username"] for u in (await sdk.list_users())["users"]}
+        assert "orch_http_requests_total" in await sdk.metrics()
+        job = await sdk.create_job("j", queue="q", payload={"n": 1}, idempotency_key="k-1")
+        assert await sdk.get_job(job["id"]) == job
+        assert [j["id"] for j in (await sdk.list_jobs(status="pending"))["jobs"]] == [job["id"]]
+        claimed = await sdk.claim(["q"], lease_seconds=10)
+        assert claimed is not None
+        await sdk.heartbeat(claimed.id, claimed.token)
+        await sdk.fail(claimed.id, claimed.token, "again", retry=True)
+        await sdk.cancel_job(job["id"])
+        second = await sdk.create_job("k", queue="r")
+        claimed = await sdk.claim(["r"])
+        assert claimed is not None
+        await sdk.release(claimed.id, claimed.token)
+        claimed = await sdk.claim(["r"])
+        assert claimed is not None
+        await sdk.complete(claimed.id, claimed.token, {"ok": True})
+        await sdk.delete_job(second["id"])
+        task = await sdk.create_task("t", description="d")
+        assert (await sdk.get_task(task["id"]))["title"] == "t"
+        assert [t["id"] for t in (await sdk.list_tasks(limit=10))["items"]] == [task["id"]]
+        await sdk.update_task(task["id"], title="u")
+        await sdk.delete_task(task["id"])
+
+    templates = {path for _method, path in operations}
+    called = set()
+    for method, path in recorder.sent:
+        template = _template_of(path, templates)
+        if template is not None:
+            called.add((method, template))
+    assert operations - called == set(), "operations the SDK has no method for"
+    blocking = {name for name in dir(Client) if not name.startswith("_")}
+    awaiting = {name for name in dir(AsyncClient) if not name.startswith("_")}
+    assert blocking - {"close"} == awaiting - {"aclose"}
+
+
+async def test_tasks_are_edited_and_deleted_at_the_version_last_seen(app: FastAPI) -> None:
+    async with _sdk(app) as alice, _sdk(app) as bob:
+        await alice.login("admin", ADMIN_PASSWORD)
+        await bob.login("admin", ADMIN_PASSWORD)
+        task = await alice.create_task("draft")
+        # alice created it, so she knows its version: the edit is sent with If-Match.
+        edited = await alice.update_task(task["id"], title="first edit")
+        assert edited["title"] == "first edit"
+        with pytest.raises(ValueError, match="read it first"):
+            await bob.update_task(task["id"], title="blind")  # bob has never seen it
+        await bob.get_task(task["id"])
+        await bob.update_task(task["id"], description=None)
+        with pytest.raises(PreconditionFailedError) as stale:
+            await alice.update_task(task["id"], title="lost update")
+        assert stale.value.status_code == 412
+        assert stale.value.etag is not None
+        assert (await alice.get_task(task["id"]))["description"] is None  # re-read: the new one
+        with pytest.raises(PreconditionFailedError):
+            await bob.delete_task(task["id"], if_match='"not-the-tag"')
+        renamed = await alice.update_task(task["id"], title="second edit")
+        assert renamed["title"] == "second edit"
+        await alice.delete_task(task["id"], if_match="*")
+
+
+async def test_job_delete_honours_if_match(app: FastAPI) -> None:
+    async with _sdk(app) as sdk:
+        await sdk.login("admin", ADMIN_PASSWORD)
+        job = await sdk.create_job("to delete")
+        with pytest.raises(PreconditionFailedError):
+            await sdk.delete_job(job["id"], if_match='"stale"')
+        etag = sdk.etag(f"/api/v1/jobs/{job['id']}")
+        assert etag is not None
+        await sdk.delete_job(job["id"], if_match=etag)
+
+
+async def test_refusals_are_typed_and_carry_retry_after(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(
+        database_url, tmp_path / "data", rate_limit_enabled=True, rate_limit_login="2/minute"
+    )
+    application = create_app(settings)
+    async with application.router.lifespan_context(application), _sdk(application) as sdk:
+        services: Services = application.state.services
+        await make_user(services, "viewer", "viewer")
+        await sdk.login("viewer", PASSWORD)
+        with pytest.raises(PermissionDeniedError):
+            await sdk.claim(["q"])
+        with pytest.raises(AuthenticationError):
+            await sdk.login("viewer", "wrong password")
+        with pytest.raises(RateLimitedError) as limited:
+            await sdk.login("viewer", "wrong password")
+        assert limited.value.transient
+        assert limited.value.retry_after is not None
+        assert limited.value.retry_after > 0
