@@ -70,6 +70,8 @@ def _operations(document: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def _template_of(path: str, templates: set[str]) -> str | None:
+    if path in templates:  # /api/v1/jobs/claim before /api/v1/jobs/{job_id}
+        return path
     for template in templates:
         pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
         if re.fullmatch(pattern, path):
@@ -96,6 +98,8 @@ async def test_every_operation_of_the_openapi_document_is_a_method_of_both_clien
         job = await sdk.create_job("j", queue="q", payload={"n": 1}, idempotency_key="k-1")
         assert await sdk.get_job(job["id"]) == job
         assert [j["id"] for j in (await sdk.list_jobs(status="pending"))["jobs"]] == [job["id"]]
+        assert (await sdk.list_jobs(queue="elsewhere"))["jobs"] == []
+        assert (await sdk.list_jobs(queue="q", search="J", order="desc"))["jobs"] == [job]
         claimed = await sdk.claim(["q"], lease_seconds=10)
         assert claimed is not None
         await sdk.heartbeat(claimed.id, claimed.token)

@@ -174,11 +174,16 @@ def list_jobs(
     *,
     status: JobStatus | None = None,
     queue: str | None = None,
+    search: str | None = None,
+    order: Literal["asc", "desc"] | None = None,
     limit: int | None = None,
     cursor: str | None = None,
 ) -> Call[dict[str, Any]]:
-    """Jobs, oldest first: all of them, or pages of `limit` (then `next_cursor` is the next)."""
-    params = _query(status=status, queue=queue, limit=limit, cursor=cursor)
+    """Jobs (oldest first, or newest with `order="desc"`) of a `status`, a `queue`, with
+    `search` in the title: all of them, or pages of `limit` (`next_cursor` is the next)."""
+    params = _query(
+        status=status, queue=queue, search=search, order=order, limit=limit, cursor=cursor
+    )
     return Call("GET", "/api/v1/jobs", _body, params=params, cacheable=True)
 
 
