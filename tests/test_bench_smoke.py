@@ -68,3 +68,26 @@ def test_smoke_run_prints_a_row_with_figures_for_every_scenario() -> None:
         assert re.fullmatch(NUMBER, cells[3]), row
     if importlib.util.find_spec(WS_MODULE) is not None:
         assert "Peak RSS of the service during the WebSocket scenario" in done.stdout
+
+
+def test_queue_bench_smoke_prints_a_row_with_figures_for_this_service() -> None:
+    runner = subprocess.Popen(
+        [sys.executable, "bench/queues.py", "--smoke", "--systems", "sqlite"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = runner.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.communicate()
+        raise
+    assert runner.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    row = next(line for line in stdout.splitlines() if line.startswith("| this service, SQLite"))
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert re.fullmatch(NUMBER, cells[1]), row  # drain, jobs/s
+    assert re.fullmatch(rf"{NUMBER} s", cells[4]), row  # server CPU per 1,000 jobs
+    assert re.fullmatch(rf"{NUMBER} / {NUMBER}", cells[6]), row  # steady p50 / p99
