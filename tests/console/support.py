@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +60,9 @@ def make_user(server: ServerProcess, username: str, role: Role = "member") -> st
         finally:
             await db.close()
 
-    asyncio.run(create())
+    # Playwright's synchronous API keeps an event loop running on this thread.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, create()).result()
     return PASSWORD
 
 
@@ -82,3 +87,18 @@ def create_job(client: httpx.Client, title: str, queue: str = "console") -> dict
     assert response.status_code == 201, response.text
     job: dict[str, Any] = response.json()
     return job
+
+
+def wait_until_pruned(server: ServerProcess, resource_id: str, timeout: float = 20.0) -> None:
+    """Wait until the server's change log no longer holds any change of `resource_id`."""
+    path = Path(server.env["ORCH_DATA_DIR"]) / "orchestrator.db"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with closing(sqlite3.connect(path, timeout=5)) as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM changes WHERE resource_id = ?", (resource_id,)
+            ).fetchone()
+        if count == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the change log still holds {resource_id} after {timeout} s")

@@ -156,13 +156,16 @@ export function tasksView(main, app) {
       return;
     }
     upsert(theirs, false);
+    notice.textContent = "";
     // From here a save applies to their version: nothing is overwritten without this choice.
     current.base = theirs;
     current.etag = etag;
     const apply = h("button", { type: "button" }, "Apply my edit");
     const drop = h("button", { type: "button", class: "secondary" }, "Discard my edit");
-    const version = (label, title, description, extra) =>
-      h("section", {}, h("h3", {}, label), h("dl", { class: "facts" }, h("dt", {}, "Title"), h("dd", {}, title), h("dt", {}, "Description"), h("dd", {}, description || "—"), extra));
+    const version = (label, title, description, extra) => {
+      const id = uid("version");
+      return h("section", { "aria-labelledby": id }, h("h3", { id }, label), h("dl", { class: "facts" }, h("dt", {}, "Title"), h("dd", {}, title), h("dt", {}, "Description"), h("dd", {}, description || "—"), extra));
+    };
     current.conflict.replaceChildren(
       h(
         "div",
