@@ -13,8 +13,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from orchestrator.changes.log import record_change
 from orchestrator.db import open_database
+from orchestrator.db.changelog import record_change
 from orchestrator.db.migrate import upgrade
 from orchestrator.http.etag import canonical_json
 from orchestrator.tasks.records import TASK_COLUMNS, task_body

@@ -14,12 +14,12 @@ from orchestrator.auth.tokens import TokenService
 from orchestrator.auth.user_routes import router as user_router
 from orchestrator.auth.users import UserDirectory
 from orchestrator.bootstrap import ensure_admin
-from orchestrator.changes.feed import ChangeFeed
 from orchestrator.changes.realtime import drain, realtime
 from orchestrator.changes.routes import router as changes_router
 from orchestrator.config import Settings, load_secret_key
 from orchestrator.console.routes import router as console_router
 from orchestrator.db import open_database
+from orchestrator.db.feed import ChangeFeed
 from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
 from orchestrator.faults import FaultResponseMiddleware, faults_for
 from orchestrator.health import router as health_router

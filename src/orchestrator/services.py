@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.tokens import TokenService
 from orchestrator.auth.users import UserDirectory
-from orchestrator.changes.feed import ChangeFeed
 from orchestrator.config import Settings
 from orchestrator.db import Database
+from orchestrator.db.feed import ChangeFeed
 from orchestrator.http.rate_limit import RateLimits
 from orchestrator.observability.metrics import Metrics
 

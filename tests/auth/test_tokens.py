@@ -24,7 +24,7 @@ from fastapi import FastAPI
 
 from orchestrator.app import create_app
 from orchestrator.auth.users import set_disabled, set_password
-from orchestrator.changes.log import latest_revision
+from orchestrator.db.changelog import latest_revision
 from orchestrator.db.migrate import upgrade
 from orchestrator.services import Services
 from tests.conftest import (

@@ -18,8 +18,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from orchestrator.auth.users import Role, create_user
-from orchestrator.changes.log import record_change
 from orchestrator.db import Database, open_database
+from orchestrator.db.changelog import record_change
 from orchestrator.http.etag import canonical_json
 from tests.server import ServerProcess
 

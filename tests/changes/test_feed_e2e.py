@@ -11,7 +11,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from orchestrator.changes.log import latest_revision
+from orchestrator.db.changelog import latest_revision
 from tests.changes.support import (
     Stack,
     close_code,

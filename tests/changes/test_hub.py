@@ -13,10 +13,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from orchestrator.changes.hub import Outbox, Subscriber
-from orchestrator.changes.log import latest_revision, record_change
 from orchestrator.changes.realtime import hub_of
 from orchestrator.config import Settings
 from orchestrator.db import Database
+from orchestrator.db.changelog import latest_revision, record_change
 from orchestrator.services import Services
 from tests.changes.support import connected, mint_token, until, ws_connect
 from tests.conftest import make_settings

@@ -11,10 +11,10 @@ import asyncpg
 import httpx
 import pytest
 
-from orchestrator.changes.feed import ChangeFeed
-from orchestrator.changes.log import Change, latest_revision, record_change
 from orchestrator.db import open_database
+from orchestrator.db.changelog import Change, latest_revision, record_change
 from orchestrator.db.database import PostgresDatabase, postgres_dsn
+from orchestrator.db.feed import ChangeFeed
 from orchestrator.db.migrate import upgrade
 from orchestrator.http.etag import canonical_json
 from tests.changes.support import (

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.changes.log import oldest_retained_revision
 from orchestrator.config import Settings
+from orchestrator.db.changelog import oldest_retained_revision
 from orchestrator.services import Services
 from tests.changes.support import until
 from tests.changes.test_hub import write

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from orchestrator.changes.log import latest_revision
+from orchestrator.db.changelog import latest_revision
 from tests.changes.support import Stack, mint_token, server_env
 from tests.server import ServerProcess
 

@@ -13,7 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from orchestrator.auth.users import set_disabled
-from orchestrator.changes.log import latest_revision, prune_changes
+from orchestrator.db.changelog import latest_revision, prune_changes
 from tests.changes.support import (
     Stack,
     close_code,

@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from orchestrator.changes.log import record_change
 from orchestrator.db import Database
+from orchestrator.db.changelog import record_change
 from orchestrator.http.etag import canonical_json
 from orchestrator.jobs.records import JOB_COLUMNS, job_body
 from orchestrator.timestamps import utcnow

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from orchestrator.changes.log import changes_after
+from orchestrator.db.changelog import changes_after
 from orchestrator.services import Services
 from tests.factories import admin_headers, user_headers
 from tests.workers.factories import insert_jobs

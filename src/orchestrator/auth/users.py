@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import Literal, cast
 
 from orchestrator.auth.passwords import Passwords
-from orchestrator.changes.log import Change, record_change
 from orchestrator.db import ConstraintViolation, Database, Row
+from orchestrator.db.changelog import Change, record_change
 from orchestrator.errors import Conflict, NotFound, Unprocessable
 from orchestrator.timestamps import as_utc, iso
 

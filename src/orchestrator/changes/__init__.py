@@ -1,1 +1,1 @@
-"""The change log, the per-process change feed, and the real-time endpoints built on them."""
+"""Real time: the hub that fans the change feed out, and its WebSocket and SSE endpoints."""

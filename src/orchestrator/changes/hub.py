@@ -16,14 +16,14 @@ from typing import Any
 
 import orjson
 
-from orchestrator.changes.feed import ChangeFeed
-from orchestrator.changes.log import (
+from orchestrator.db import Database
+from orchestrator.db.changelog import (
     Change,
     changes_after,
     latest_revision,
     oldest_retained_revision,
 )
-from orchestrator.db import Database
+from orchestrator.db.feed import ChangeFeed
 from orchestrator.observability.metrics import Metrics
 
 SUBSCRIBABLE: tuple[str, ...] = ("jobs", "tasks")

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import structlog
 
-from orchestrator.changes.log import prune_changes
 from orchestrator.db import Database, DatabaseUnavailable
+from orchestrator.db.changelog import prune_changes
 from orchestrator.http.idempotency import prune_idempotency_keys
 
 log = structlog.get_logger(__name__)

@@ -1,4 +1,5 @@
-"""Persistence: the database port, its SQLite and PostgreSQL backends, and migrations."""
+"""Persistence: the database port, its SQLite and PostgreSQL backends, migrations, the
+revision counter and change log, and the feed that follows the log."""
 
 from orchestrator.db.database import (
     ConstraintViolation,

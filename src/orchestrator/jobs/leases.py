@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from orchestrator.changes.log import Change, record_change
 from orchestrator.db import Database, Row
+from orchestrator.db.changelog import Change, record_change
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.http.etag import canonical_json
 from orchestrator.jobs.records import JOB_COLUMNS, job_body

@@ -10,8 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from orchestrator.auth.deps import bearer_token, services_of
-from orchestrator.changes.log import latest_revision
 from orchestrator.db import DatabaseUnavailable
+from orchestrator.db.changelog import latest_revision
 from orchestrator.errors import Forbidden, Unauthorized
 from orchestrator.services import Services
 

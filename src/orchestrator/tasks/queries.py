@@ -6,8 +6,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.changes.log import record_change
 from orchestrator.db import ConstraintViolation, Database, Row
+from orchestrator.db.changelog import record_change
 from orchestrator.http.etag import canonical_json, etag_for
 from orchestrator.http.idempotency import DuplicateRequest, IdempotentRequest, remember_response
 from orchestrator.http.lists import Position

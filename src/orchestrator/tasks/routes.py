@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 import orchestrator.http.resource_ids  # noqa: F401  (the {…:id} path convertor)
 from orchestrator.auth.deps import Reader, Writer, services_of
-from orchestrator.changes.log import collection_revision
+from orchestrator.db.changelog import collection_revision
 from orchestrator.errors import Conflict, NotFound, PreconditionFailed
 from orchestrator.http.etag import if_match_version
 from orchestrator.http.idempotency import (

@@ -15,8 +15,8 @@ from typing import Any
 
 import structlog
 
-from orchestrator.changes.log import NOTIFY_CHANNEL, Change, changes_after, latest_revision
 from orchestrator.db import Database, DatabaseUnavailable
+from orchestrator.db.changelog import NOTIFY_CHANNEL, Change, changes_after, latest_revision
 from orchestrator.db.database import PostgresDatabase
 
 log = structlog.get_logger(__name__)
