@@ -20,7 +20,6 @@ from orchestrator.config import Settings, load_secret_key
 from orchestrator.console.routes import router as console_router
 from orchestrator.db import open_database
 from orchestrator.db.feed import ChangeFeed
-from orchestrator.errors import UnhandledErrorMiddleware, install_error_handlers
 from orchestrator.faults import FaultResponseMiddleware, faults_for
 from orchestrator.health import router as health_router
 from orchestrator.http.allow import AllowHeaderMiddleware
@@ -28,6 +27,7 @@ from orchestrator.http.body_limit import BodyLimitMiddleware
 from orchestrator.http.content_type import JsonContentTypeMiddleware
 from orchestrator.http.cors import Cors
 from orchestrator.http.docs import install_docs
+from orchestrator.http.errors import UnhandledErrorMiddleware, install_error_handlers
 from orchestrator.http.head import HeadAsGetMiddleware
 from orchestrator.http.openapi import install_openapi
 from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits

@@ -17,7 +17,7 @@ from typing import Literal
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.config import Settings
-from orchestrator.observability.context import request_id_var
+from orchestrator.context import request_id_var
 
 FaultPoint = Literal["before_commit", "after_commit_before_response", "after_commit_before_publish"]
 FAULT_POINTS: tuple[FaultPoint, ...] = (

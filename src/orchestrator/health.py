@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from orchestrator.auth.deps import services_of
-from orchestrator.errors import error_response
+from orchestrator.http.errors import error_response
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["health"])

@@ -26,7 +26,8 @@ from orchestrator.changes.hub import (
 )
 from orchestrator.changes.realtime import hub_of
 from orchestrator.db import DatabaseUnavailable
-from orchestrator.errors import Unauthorized, Unprocessable, error_response
+from orchestrator.errors import Unauthorized, Unprocessable
+from orchestrator.http.errors import error_response
 from orchestrator.services import Services
 
 log = structlog.get_logger(__name__)

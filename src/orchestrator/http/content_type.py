@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.errors import error_response
+from orchestrator.http.errors import error_response
 
 
 class _Rejected(Exception):

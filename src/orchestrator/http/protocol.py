@@ -19,8 +19,8 @@ from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from orchestrator.errors import error_body
-from orchestrator.observability.context import request_id_var
+from orchestrator.context import request_id_var
+from orchestrator.http.errors import error_body
 
 log = structlog.get_logger(__name__)
 # Longest path echoed in a refusal's envelope (the refused head may be all path).

@@ -28,8 +28,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.auth.tokens import TokenService
 from orchestrator.config import Settings
-from orchestrator.errors import ApiError, Unauthorized, error_response
+from orchestrator.errors import ApiError, Unauthorized
 from orchestrator.http.client_ip import ClientAddress, ForwardedHeader
+from orchestrator.http.errors import error_response
 from orchestrator.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)

@@ -7,7 +7,7 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.observability.context import request_id_var
+from orchestrator.context import request_id_var
 
 _SAFE = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
 

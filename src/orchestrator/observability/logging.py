@@ -16,7 +16,7 @@ import orjson
 import structlog
 
 from orchestrator.config import Settings
-from orchestrator.observability.context import request_id_var
+from orchestrator.context import request_id_var
 
 _SECRET_KEYS = frozenset(
     {"password", "token", "access_token", "authorization", "secret_key", "secret"}
