@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from orchestrator.db import open_database
 from orchestrator.db.changelog import record_change
 from orchestrator.db.migrate import upgrade
-from orchestrator.http.etag import canonical_json
+from orchestrator.representation import canonical_json
 from orchestrator.tasks.records import TASK_COLUMNS, task_body
 
 BATCH = 500

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from orchestrator.auth.users import Role, create_user
 from orchestrator.db import Database, open_database
 from orchestrator.db.changelog import record_change
-from orchestrator.http.etag import canonical_json
+from orchestrator.representation import canonical_json
 from tests.server import ServerProcess
 
 SECRET = "realtime-test-secret-" + "k" * 40

@@ -16,7 +16,7 @@ from orchestrator.db.changelog import Change, latest_revision, record_change
 from orchestrator.db.database import PostgresDatabase, postgres_dsn
 from orchestrator.db.feed import ChangeFeed
 from orchestrator.db.migrate import upgrade
-from orchestrator.http.etag import canonical_json
+from orchestrator.representation import canonical_json
 from tests.changes.support import (
     Stack,
     collect_changes,

@@ -9,8 +9,8 @@ import orjson
 
 from orchestrator.db import Database
 from orchestrator.db.changelog import record_change
-from orchestrator.http.etag import canonical_json
 from orchestrator.jobs.records import JOB_COLUMNS, job_body
+from orchestrator.representation import canonical_json
 from orchestrator.timestamps import utcnow
 
 

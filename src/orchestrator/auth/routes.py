@@ -11,7 +11,7 @@ from starlette.responses import Response
 from orchestrator.auth.deps import services_of
 from orchestrator.auth.users import MAX_PASSWORD, MAX_USERNAME, verify_credentials
 from orchestrator.errors import Unauthorized
-from orchestrator.http.etag import canonical_json
+from orchestrator.representation import canonical_json
 
 router = APIRouter(tags=["auth"])
 

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from orchestrator.auth.deps import Admin, Reader, services_of
 from orchestrator.auth.users import list_users, user_body
 from orchestrator.errors import Unauthorized
-from orchestrator.http.etag import canonical_json
+from orchestrator.representation import canonical_json
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 

@@ -10,7 +10,7 @@ import structlog
 
 from orchestrator.db import Database, DatabaseUnavailable
 from orchestrator.db.changelog import prune_changes
-from orchestrator.http.idempotency import prune_idempotency_keys
+from orchestrator.db.idempotency import prune_idempotency_keys
 
 log = structlog.get_logger(__name__)
 

@@ -1,26 +1,11 @@
-"""Canonical JSON bodies, their ETags, and RFC 9110 conditional requests."""
+"""RFC 9110 conditional requests: `If-Match` and `If-None-Match` against our ETags."""
 
 from __future__ import annotations
-
-import hashlib
-from typing import Any
-
-import orjson
 
 from orchestrator.errors import PreconditionFailed, PreconditionRequired
 
 # Longer header values are not tags we ever issued; treat them as matching nothing.
 MAX_CONDITION_HEADER = 8 * 1024
-
-
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, compact, UTF-8: the exact bytes we send and hash."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
-def etag_for(body: bytes) -> str:
-    """The strong ETag of a body: its SHA-256, quoted."""
-    return f'"{hashlib.sha256(body).hexdigest()}"'
 
 
 def _parse_tags(header: str) -> tuple[bool, list[tuple[bool, str]]]:

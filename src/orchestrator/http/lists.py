@@ -7,7 +7,6 @@ import binascii
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,21 +15,14 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
+from orchestrator.db.keyset import Position
 from orchestrator.errors import Unprocessable
-from orchestrator.http.etag import canonical_json, etag_for
 from orchestrator.http.responses import conditional_get, data_response
+from orchestrator.representation import canonical_json, etag_for
 from orchestrator.timestamps import as_utc, iso
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where a page ends: the last item's sort key (`created_at`, `id`)."""
-
-    created_at: datetime
-    id: str
 
 
 @dataclass(frozen=True, slots=True)

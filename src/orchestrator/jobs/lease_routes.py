@@ -12,7 +12,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 import orchestrator.http.resource_ids  # noqa: F401  (the {…:id} path convertor)
 from orchestrator.auth.deps import WorkerRole, Writer, services_of
 from orchestrator.errors import Unprocessable
-from orchestrator.http.etag import canonical_json, etag_for
 from orchestrator.http.responses import data_response
 from orchestrator.jobs.leases import (
     ClaimWaiters,
@@ -23,6 +22,7 @@ from orchestrator.jobs.leases import (
     release_job,
 )
 from orchestrator.jobs.schemas import whole_number
+from orchestrator.representation import canonical_json, etag_for
 from orchestrator.services import Services
 
 router = APIRouter(tags=["workers"])

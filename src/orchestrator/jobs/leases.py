@@ -22,8 +22,8 @@ import orjson
 from orchestrator.db import Database, Row
 from orchestrator.db.changelog import Change, record_change
 from orchestrator.errors import Conflict, NotFound
-from orchestrator.http.etag import canonical_json
 from orchestrator.jobs.records import JOB_COLUMNS, job_body
+from orchestrator.representation import canonical_json
 from orchestrator.timestamps import as_utc, iso, utcnow
 
 _RETURNING = f"RETURNING {JOB_COLUMNS}, lease_token, lease_expires_at"

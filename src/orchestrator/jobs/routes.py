@@ -11,28 +11,24 @@ from starlette.responses import Response
 import orchestrator.http.resource_ids  # noqa: F401  (the {…:id} path convertor)
 from orchestrator.auth.deps import Reader, Writer, services_of
 from orchestrator.db.changelog import collection_revision
+from orchestrator.db.idempotency import DuplicateRequest, stored_response
+from orchestrator.db.keyset import Position
 from orchestrator.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
 from orchestrator.http.etag import if_match_version
-from orchestrator.http.idempotency import (
-    DuplicateRequest,
-    idempotent_request,
-    replay,
-    stored_response,
-)
+from orchestrator.http.idempotency import idempotent_request, replay
 from orchestrator.http.lists import (
     MAX_LIMIT,
     PageRequest,
-    Position,
     list_cache,
     page_request,
     serve_list,
     single_param,
 )
 from orchestrator.http.responses import conditional_get, data_response
-from orchestrator.http.text import storable
 from orchestrator.jobs.queries import StoredJob, create_job, delete_job, get_job, list_jobs
 from orchestrator.jobs.records import JobStatus
 from orchestrator.jobs.schemas import JobCreate
+from orchestrator.text import storable
 
 router = APIRouter(tags=["jobs"])
 

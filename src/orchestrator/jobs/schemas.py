@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from orchestrator.http.etag import canonical_json
-from orchestrator.http.text import Description, Title, check_storable_json, storable
+from orchestrator.representation import canonical_json
+from orchestrator.text import Description, Title, check_storable_json, storable
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 INT32 = 2**31 - 1

@@ -8,9 +8,9 @@ from typing import Any
 
 from orchestrator.db import ConstraintViolation, Database, Row
 from orchestrator.db.changelog import record_change
-from orchestrator.http.etag import canonical_json, etag_for
-from orchestrator.http.idempotency import DuplicateRequest, IdempotentRequest, remember_response
-from orchestrator.http.lists import Position
+from orchestrator.db.idempotency import DuplicateRequest, IdempotentRequest, remember_response
+from orchestrator.db.keyset import Position
+from orchestrator.representation import canonical_json, etag_for
 from orchestrator.tasks.records import TASK_COLUMNS, task_body
 from orchestrator.timestamps import as_utc, utcnow
 

@@ -10,15 +10,12 @@ from starlette.responses import Response
 import orchestrator.http.resource_ids  # noqa: F401  (the {…:id} path convertor)
 from orchestrator.auth.deps import Reader, Writer, services_of
 from orchestrator.db.changelog import collection_revision
+from orchestrator.db.idempotency import DuplicateRequest, stored_response
+from orchestrator.db.keyset import Position
 from orchestrator.errors import Conflict, NotFound, PreconditionFailed
 from orchestrator.http.etag import if_match_version
-from orchestrator.http.idempotency import (
-    DuplicateRequest,
-    idempotent_request,
-    replay,
-    stored_response,
-)
-from orchestrator.http.lists import PageRequest, Position, list_cache, page_request, serve_list
+from orchestrator.http.idempotency import idempotent_request, replay
+from orchestrator.http.lists import PageRequest, list_cache, page_request, serve_list
 from orchestrator.http.responses import conditional_get, data_response
 from orchestrator.tasks.queries import (
     StoredTask,

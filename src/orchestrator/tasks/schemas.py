@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, WithJsonSchema, model_validator
 
-from orchestrator.http.text import MAX_TITLE, TITLE_PATTERN, Description, Title
+from orchestrator.text import MAX_TITLE, TITLE_PATTERN, Description, Title
 
 
 class TaskCreate(BaseModel):

@@ -1,0 +1,96 @@
+"""The idempotency-key store: the first response to a key, kept a day, written in the
+transaction that creates the resource."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from orchestrator.db.database import Database, Transaction
+from orchestrator.errors import Unprocessable
+
+RETENTION = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentRequest:
+    """A request that carried a key: who sent it, the key, and what it asked for."""
+
+    user_id: str
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    status_code: int
+    resource_id: str | None
+    body: bytes
+
+
+class DuplicateRequest(Exception):
+    """Another request with the same key committed first."""
+
+
+async def stored_response(db: Database, request: IdempotentRequest) -> StoredResponse | None:
+    """The response first given to this key; 422 when the key came with another request."""
+    row = await db.fetch_one(
+        "SELECT request_hash, status_code, resource_id, body FROM idempotency_keys "
+        "WHERE user_id = :user_id AND key = :key AND created_at >= :cutoff",
+        {
+            "user_id": request.user_id,
+            "key": request.key,
+            "cutoff": datetime.now(UTC) - RETENTION,
+        },
+    )
+    if row is None:
+        return None
+    if row["request_hash"] != request.request_hash:
+        raise Unprocessable(
+            "This Idempotency-Key was already used with a different request",
+            details=[{"field": "Idempotency-Key", "reason": "reused with a different request"}],
+        )
+    return StoredResponse(int(row["status_code"]), row["resource_id"], row["body"].encode())
+
+
+async def remember_response(
+    tx: Transaction,
+    *,
+    request: IdempotentRequest,
+    status_code: int,
+    resource_id: str,
+    body: bytes,
+) -> None:
+    """Store the response in the transaction that creates the resource.
+
+    The primary key makes a concurrent duplicate fail here, so its resource is rolled back.
+    """
+    now = datetime.now(UTC)
+    await tx.execute(
+        "DELETE FROM idempotency_keys WHERE user_id = :user_id AND key = :key "
+        "AND created_at < :cutoff",
+        {"user_id": request.user_id, "key": request.key, "cutoff": now - RETENTION},
+    )
+    await tx.execute(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, resource_id, "
+        "body, created_at) VALUES (:user_id, :key, :hash, :status, :resource_id, :body, :now)",
+        {
+            "user_id": request.user_id,
+            "key": request.key,
+            "hash": request.request_hash,
+            "status": status_code,
+            "resource_id": resource_id,
+            "body": body.decode(),
+            "now": now,
+        },
+    )
+
+
+async def prune_idempotency_keys(db: Database) -> int:
+    """Forget keys past the retention window."""
+    async with db.transaction() as tx:
+        pruned: int = await tx.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < :cutoff",
+            {"cutoff": datetime.now(UTC) - RETENTION},
+        )
+    return pruned
