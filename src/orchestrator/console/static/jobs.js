@@ -7,6 +7,8 @@ import { newer } from "./live.js";
 export const PAGE_SIZE = 50;
 export const STATUSES = ["pending", "running", "succeeded", "failed", "cancelled"];
 const REFRESH_DELAY_MS = 400;
+const FLASH = [{ backgroundColor: "#fef9c3" }, { backgroundColor: "rgba(254, 249, 195, 0)" }];
+const calm = matchMedia("(prefers-reduced-motion: reduce)");
 const MAX_QUEUED = 2000;
 
 function filtersFrom(hash) {
@@ -180,9 +182,8 @@ export function jobsView(main, app) {
   }
 
   function flash(tr) {
-    tr.classList.remove("flash");
-    void tr.offsetWidth;
-    tr.classList.add("flash");
+    // The Web Animations API: no forced layout per changed row, no inline style attribute.
+    if (!calm.matches) tr.animate(FLASH, { duration: 1200, easing: "ease-out" });
   }
 
   function insert(job) {
