@@ -105,3 +105,14 @@ async def test_first_load_is_under_150_kb_compressed(tmp_path: Path) -> None:
             transferred += len(body)
         assert len(linked) >= 10
         assert transferred < FIRST_LOAD_BUDGET
+
+
+async def test_the_console_version_names_every_file_it_serves(tmp_path: Path) -> None:
+    async with running_app(tmp_path) as app, client_for(app) as client:
+        first = await client.get("/console/version.json")
+        again = await client.get("/console/version.json")
+    assert first.status_code == 200
+    assert first.headers["content-type"] == "application/json"
+    version = first.json()["version"]
+    assert re.fullmatch(r"[0-9a-f]{16}", version)
+    assert again.json()["version"] == version

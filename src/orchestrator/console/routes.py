@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 from pathlib import Path
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
@@ -22,13 +24,22 @@ STATIC = Path(__file__).parent / "static"
 router = APIRouter(include_in_schema=False)
 
 
+VERSION_FILE = "version.json"
+
+
 @functools.cache
 def _assets() -> dict[str, StaticAsset]:
-    return {
+    assets = {
         path.name: StaticAsset.from_file(path)
         for path in sorted(STATIC.iterdir())
         if path.is_file() and not path.name.startswith(".")
     }
+    # One digest of every file: an open console compares it after reconnecting, and asks
+    # for a reload when the server now serves another console.
+    digest = hashlib.sha256("".join(a.etag for a in assets.values()).encode()).hexdigest()
+    version = orjson.dumps({"version": digest[:16]})
+    assets[VERSION_FILE] = StaticAsset.from_bytes(version, "application/json")
+    return assets
 
 
 async def _asset(name: str) -> StaticAsset:

@@ -17,7 +17,12 @@ const live = document.getElementById("live");
 const who = document.getElementById("who");
 const signOut = document.getElementById("sign-out");
 
-const LIVE_TEXT = { off: "Not connected", live: "Live", reconnecting: "Reconnecting…", reload: "Reload needed" };
+const LIVE_TEXT = {
+  off: "Not connected",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+  reload: "Reload needed: the service runs a newer console",
+};
 const HISTORY_JOBS = 500;
 const HISTORY_ENTRIES = 100;
 
@@ -45,14 +50,42 @@ function remember(change) {
   if (entries.length > HISTORY_ENTRIES) entries.shift();
 }
 
+let version = null;
+let outdated = false;
+
 function showLive(state) {
+  if (outdated) state = "reload";
   live.dataset.state = state;
-  live.textContent = LIVE_TEXT[state] || state;
+  live.replaceChildren(LIVE_TEXT[state] || state);
+  if (state === "reload") {
+    const reload = h("button", { type: "button", class: "secondary" }, "Reload");
+    reload.addEventListener("click", () => location.reload());
+    live.append(" ", reload);
+  }
+}
+
+/** Whether the server still serves the console this page runs (after a restart it may not). */
+async function checkVersion() {
+  try {
+    const response = await fetch("/console/version.json", { cache: "no-store", credentials: "same-origin" });
+    if (!response.ok) return;
+    const { version: served } = await response.json();
+    if (version === null) version = served;
+    else if (served !== version) {
+      outdated = true;
+      showLive("reload");
+    }
+  } catch {
+    /* unreachable now: the feed's own state says so */
+  }
 }
 
 function startFeed() {
   app.feed = new Feed(["jobs", "tasks"]);
-  app.feed.addEventListener("state", (event) => showLive(event.detail));
+  app.feed.addEventListener("state", (event) => {
+    showLive(event.detail);
+    if (event.detail === "live") checkVersion();
+  });
   app.feed.addEventListener("change", (event) => remember(event.detail));
   app.feed.addEventListener("closed", async () => {
     // The stream was refused: a 401 here means the session is over (api() reports it).
@@ -160,6 +193,7 @@ document.getElementById("skip").addEventListener("click", (event) => {
 window.addEventListener("hashchange", route);
 
 async function boot() {
+  checkVersion();
   try {
     const { data } = await api("GET", "/api/v1/users/me", { signIn: true });
     signedIn(data);
