@@ -369,30 +369,29 @@ def measure(system: System, args: argparse.Namespace, workdir: Path, figures: Fi
     # Drain: the backlog first, then the worker.
     produce(0, args.jobs, 0)
     worker = system.worker(done_file).start()
-    server = CpuMeter(system.server_pids)
-    own = CpuMeter([lambda: descendants(worker.pid)])
     try:
-        # Timed from the first job run, so that start-up (imports, a login's password hash,
-        # a pool of processes) is left out for every system alike.
-        wait_done(done_file, 1, [worker])
-        server.start()
-        own.start()
-        wait_done(done_file, args.jobs, [worker])
-    finally:
-        server_cpu = server.stop()
-        worker_cpu = own.stop()
-    times = sorted(read_times(done_file).values())
-    figures.drain_rate.append((len(times) - 1) / (times[-1] - times[0]))
-    figures.server_cpu.append(server_cpu / (args.jobs - 1) * 1000)
-    figures.worker_cpu.append(worker_cpu / (args.jobs - 1) * 1000)
-
-    # Steady: the worker is running and idle; jobs arrive at a fixed rate.
-    steady = round(args.rate * args.steady_seconds)
-    try:
+        server = CpuMeter(system.server_pids)
+        own = CpuMeter([lambda: descendants(worker.pid)])
+        try:
+            # Timed from the first job run, so that start-up (imports, a login's password
+            # hash, a pool of processes) is left out for every system alike.
+            wait_done(done_file, 1, [worker])
+            server.start()
+            own.start()
+            wait_done(done_file, args.jobs, [worker])
+        finally:
+            server_cpu = server.stop()
+            worker_cpu = own.stop()
+        # Steady: the worker is running and idle; jobs arrive at a fixed rate.
+        steady = round(args.rate * args.steady_seconds)
         produce(args.jobs, steady, args.rate)
         wait_done(done_file, args.jobs + steady, [worker])
     finally:
         worker.stop()
+    times = sorted(at for n, at in read_times(done_file).items() if n < args.jobs)
+    figures.drain_rate.append((len(times) - 1) / (times[-1] - times[0]))
+    figures.server_cpu.append(server_cpu / (args.jobs - 1) * 1000)
+    figures.worker_cpu.append(worker_cpu / (args.jobs - 1) * 1000)
     ran, enqueued = read_times(done_file), read_times(enqueued_file)
     latencies = [(ran[n] - enqueued[n]) * 1000 for n in range(args.jobs, args.jobs + steady)]
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
@@ -420,7 +419,8 @@ def ours(
                 f"{name} worker",
                 [sys.executable, "-m", "orchestrator", "worker", "--queue", "bench",
                  "--handler", "bench.rivals.ours:handle", "--concurrency", str(CONCURRENCY)],
-                {**env, "BENCH_DONE_FILE": str(done_file)},
+                # Like the other workers here, it logs trouble only (no line per job).
+                {**env, "BENCH_DONE_FILE": str(done_file), "ORCH_LOG_LEVEL": "WARNING"},
                 workdir / f"{name}-{round_}-worker.log",
             )  # fmt: skip
 
@@ -579,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 2 or args.rate * args.steady_seconds < 2:
         parser.error("need at least 2 jobs in each phase")
 
+    # Stopped by a signal, still drop the databases and stop the processes it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     python = rivals_python(args.cache) if {"celery", "procrastinate"} & set(chosen) else None
     workdir = Path(tempfile.mkdtemp(prefix="orch-bench-queues-"))
     results = {name: Figures() for name in chosen}

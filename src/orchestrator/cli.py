@@ -261,7 +261,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         password = _read_password(confirm=False)
     handler = _handler(args.handler)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=client_settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
 

@@ -279,6 +279,13 @@ class WorkerSettings(BaseSettings):
     """The worker's account (role `worker`)."""
     password: SecretStr | None = None
     """Its password; otherwise `--password-file` or standard input."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level the worker logs (INFO: a line per job claimed and finished)."""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @property
     def server_url(self) -> str:

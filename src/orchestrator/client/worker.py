@@ -81,10 +81,11 @@ class _Outage:
     def delay_after(self, exc: BaseException) -> float:
         """Seconds to wait before the next try: `Retry-After` when given, else jittered backoff."""
         loop = asyncio.get_running_loop()
+        retry_after = exc.retry_after if isinstance(exc, ApiError) else None
         if self._since is None:
             self._since = loop.time()
-            log.warning("server unavailable: %s; retrying with backoff", describe(exc))
-        retry_after = exc.retry_after if isinstance(exc, ApiError) else None
+            how = "with backoff" if retry_after is None else "when the server's Retry-After says"
+            log.warning("server unavailable: %s; retrying %s", describe(exc), how)
         if retry_after is not None:
             return retry_after
         delay = random.uniform(self._delay / 2, self._delay)  # noqa: S311 (spreads retries)
