@@ -600,7 +600,8 @@ def main(argv: list[str] | None = None) -> int:
                         redis=redis,
                         figures=results[name],
                     )
-        print(f"work directory and logs: {workdir}", flush=True)
+        if args.keep:
+            print(f"work directory and logs: {workdir}", flush=True)
         print_table(args, results)
         return 0
     finally:
