@@ -97,6 +97,29 @@ def sign_in(page: Page) -> None:
     page.get_by_role("button", name="Sign out").wait_for()
 
 
+# Resolves with the wall-clock time at which a row linking to `title` is in the table (in the
+# first row only, with `first`): a MutationObserver notices it at once, with no polling delay.
+WATCH_ROW = """
+([title, first]) => {
+  const shown = () => {
+    const rows = [...document.querySelectorAll('tbody tr')];
+    return (first ? rows.slice(0, 1) : rows)
+      .some((tr) => tr.querySelector('a')?.textContent === title);
+  };
+  window.__shown = new Promise((resolve) => {
+    if (shown()) return resolve(Date.now());
+    const observer = new MutationObserver(() => {
+      if (shown()) {
+        observer.disconnect();
+        resolve(Date.now());
+      }
+    });
+    observer.observe(document.body, {childList: true, subtree: true, characterData: true});
+  });
+}
+"""
+
+
 def timed(action: Any, until: Any) -> float:
     start = time.perf_counter()
     action()
@@ -104,14 +127,13 @@ def timed(action: Any, until: Any) -> float:
     return time.perf_counter() - start
 
 
-def row_shown(page: Page, title: str, *, first: bool = False) -> Any:
-    """Waits, checking at every animation frame, until a row links to `title` (the first row,
-    with `first`)."""
-    rows = "[...document.querySelectorAll('tbody tr')]"
-    if first:
-        rows = f"{rows}.slice(0, 1)"
-    check = f"() => {rows}.some((tr) => tr.querySelector('a')?.textContent === {title!r})"
-    return lambda: page.wait_for_function(check, polling="raf", timeout=30_000)
+def until_row(page: Page, action: Any, title: str, *, first: bool = False) -> float:
+    """Seconds from just before `action` until a row for `title` is in the table."""
+    page.evaluate(WATCH_ROW, [title, first])
+    start = time.time()
+    action()
+    shown: float = page.evaluate("() => window.__shown")
+    return shown / 1000 - start
 
 
 def run(jobs: int, samples: int, screenshot: Path | None) -> None:
@@ -170,30 +192,32 @@ def run(jobs: int, samples: int, screenshot: Path | None) -> None:
 
                 sign_in(page)
                 newest = f"seeded job {jobs - 1}"
-                shown = timed(
-                    lambda: page.goto(f"{server.url}/console#/jobs"), row_shown(page, newest)
-                )
+                shown = until_row(page, lambda: page.goto(f"{server.url}/console#/jobs"), newest)
                 figures.add(f"jobs page with {jobs:,} jobs: first page shown", _ms(shown))
                 rows = page.locator("tbody tr").count()
                 figures.add("rows in the DOM", str(rows))
+                if screenshot is not None:
+                    screenshot.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(
+                        path=str(screenshot), clip={"x": 0, "y": 0, "width": 1280, "height": 600}
+                    )
+                    print(f"screenshot: {screenshot}")
 
-                older = timed(
+                older = until_row(
+                    page,
                     lambda: page.get_by_role("button", name="Older jobs").click(),
-                    row_shown(page, f"seeded job {jobs - 51}"),
+                    f"seeded job {jobs - 51}",
                 )
                 figures.add("next page (cursor)", _ms(older))
                 search = page.get_by_label("Search")
-                filtered = timed(
+                filtered = until_row(
+                    page,
                     lambda: search.fill(f"seeded job {jobs // 2}"),
-                    lambda: (
-                        page.locator("tbody tr")
-                        .first.get_by_role("link", name=f"seeded job {jobs // 2}", exact=True)
-                        .wait_for()
-                    ),
+                    f"seeded job {jobs // 2}",
+                    first=True,
                 )
                 figures.add("search typed to rows shown (300 ms debounce included)", _ms(filtered))
-                page.get_by_label("Search").fill("")
-                row_shown(page, newest)()
+                until_row(page, lambda: search.fill(""), newest, first=True)
 
                 page.evaluate(WATCH_ROWS)
                 latencies = []
@@ -233,13 +257,6 @@ def run(jobs: int, samples: int, screenshot: Path | None) -> None:
                     "rows in the DOM after the burst", str(page.locator("tbody tr").count())
                 )
 
-                if screenshot is not None:
-                    page.set_viewport_size({"width": 1280, "height": 720})
-                    page.goto(f"{server.url}/console#/jobs")
-                    row_shown(page, newest)()
-                    screenshot.parent.mkdir(parents=True, exist_ok=True)
-                    page.screenshot(path=str(screenshot))
-                    print(f"screenshot: {screenshot}")
                 browser.close()
         finally:
             server.stop()
