@@ -8,8 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from orchestrator import __version__
+from orchestrator.auth.api_keys import ApiKeyDirectory
+from orchestrator.auth.cookies import SessionCookieMiddleware
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.routes import router as auth_router
+from orchestrator.auth.session_routes import router as session_router
+from orchestrator.auth.sessions import SessionDirectory, SessionKeys
 from orchestrator.auth.tokens import TokenService
 from orchestrator.auth.user_routes import router as user_router
 from orchestrator.auth.users import UserDirectory
@@ -59,10 +63,24 @@ def build_services(settings: Settings) -> Services:
         leeway_seconds=settings.jwt_leeway_seconds,
     )
     users = UserDirectory(db)
+    # A revoked session must be remembered as long as one of its access tokens may be valid.
+    sessions = SessionDirectory(
+        db, remember_seconds=tokens.lifetime_seconds + tokens.leeway_seconds + 60
+    )
+    api_keys = ApiKeyDirectory(db)
     feed = ChangeFeed(db, poll_seconds=settings.change_poll_seconds)
-    feed.add_listener(users.on_change)
+    for listener in (users.on_change, sessions.on_change, api_keys.on_change):
+        feed.add_listener(listener)
     return Services(
-        settings=settings, db=db, tokens=tokens, passwords=Passwords(), users=users, feed=feed
+        settings=settings,
+        db=db,
+        tokens=tokens,
+        passwords=Passwords(),
+        users=users,
+        sessions=sessions,
+        api_keys=api_keys,
+        session_keys=SessionKeys.from_secret(secret),
+        feed=feed,
     )
 
 
@@ -101,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
             await ensure_admin(services.db, settings, services.passwords)
             await services.passwords.warm_up()
             await services.feed.start()
+            await services.sessions.load()  # after the feed: it delivers what came later
             services.db.faults = faults
             faults.arm()
             sweeper.start()
@@ -109,6 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await sweeper.stop()
             await services.feed.stop()
+            await services.api_keys.close()
             await services.rate_limits.close()
             await services.db.close()
 
@@ -137,6 +157,7 @@ def create_app(settings: Settings) -> FastAPI:
         lease_router,
         changes_router,
         auth_router,
+        session_router,
         user_router,
         metrics_router,
         console_router,
@@ -152,13 +173,15 @@ def create_app(settings: Settings) -> FastAPI:
     # Each add_middleware wraps the ones before it, so this reads inside-out. From the outside:
     # request id (before anything logs or answers), access log + metrics, security headers,
     # body limit, unhandled errors, CORS (so that 429s are readable cross-origin), rate limits,
-    # HEAD served as GET (next to the router, so everything outside still sees HEAD).
+    # a rotated session cookie, HEAD served as GET (next to the router, so everything outside
+    # still sees HEAD).
     app.add_middleware(HeadAsGetMiddleware)
+    app.add_middleware(SessionCookieMiddleware)
     app.add_middleware(RateLimitMiddleware)
     app.add_middleware(Cors, settings=settings)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(AllowHeaderMiddleware)
-    app.add_middleware(JsonContentTypeMiddleware)
+    app.add_middleware(JsonContentTypeMiddleware, form_paths=frozenset({"/auth/session"}))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AccessLogMiddleware)

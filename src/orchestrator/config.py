@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     """Clock skew tolerated on `exp` and `iat` (at most 30)."""
     token_lifetime_minutes: int = Field(default=30, ge=1, le=24 * 60)
     """How long an access token is valid."""
+    refresh_idle_days: float = Field(default=14.0, gt=0, le=365)
+    """A refresh token (or browser session) unused this long expires."""
+    session_max_days: float = Field(default=30.0, gt=0, le=365)
+    """A session ends this long after sign-in, however it is used."""
+    refresh_reuse_grace_seconds: float = Field(default=5.0, ge=0, le=60)
+    """A used-up refresh token shown again this soon gets its successor again, not a revocation."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Comma-separated origins allowed to call the API from a browser."""
     cors_allow_credentials: bool = False

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orchestrator.auth.api_keys import ApiKeyDirectory
 from orchestrator.auth.passwords import Passwords
+from orchestrator.auth.sessions import SessionDirectory, SessionKeys
 from orchestrator.auth.tokens import TokenService
 from orchestrator.auth.users import UserDirectory
 from orchestrator.config import Settings
@@ -21,6 +23,9 @@ class Services:
     tokens: TokenService
     passwords: Passwords
     users: UserDirectory
+    sessions: SessionDirectory
+    api_keys: ApiKeyDirectory
+    session_keys: SessionKeys
     feed: ChangeFeed
     metrics: Metrics = field(default_factory=Metrics)
     rate_limits: RateLimits = field(default_factory=RateLimits.disabled)

@@ -211,7 +211,8 @@ async def test_login_sends_no_store_and_a_working_token(
     assert response.headers["cache-control"] == "no-store"
     token = response.json()["access_token"]
     claims = jwt.decode(token, options={"verify_signature": False})
-    assert set(claims) == {"sub", "iss", "aud", "exp", "iat", "jti"}
+    # the contract's claims, plus the session the token belongs to
+    assert set(claims) == {"sub", "iss", "aud", "exp", "iat", "jti", "sid"}
     assert claims["exp"] - claims["iat"] == pytest.approx(30 * 60, abs=1)
     me = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
     assert me.json()["username"] == "Carol"

@@ -1,19 +1,48 @@
-"""POST /auth/login."""
+"""Signing in and out: POST /auth/login, /auth/refresh, /auth/logout and /auth/session."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
-from orchestrator.auth.deps import services_of
-from orchestrator.auth.users import MAX_PASSWORD, MAX_USERNAME, verify_credentials
-from orchestrator.errors import Unauthorized
+from orchestrator.auth import opaque
+from orchestrator.auth.cookies import SESSION_COOKIE, clearing_cookies, cookie_value, origin_allowed
+from orchestrator.auth.deps import (
+    authenticate,
+    authenticate_cookie,
+    bearer_token,
+    check_csrf,
+    cookie_headers,
+    lifetimes_of,
+    secure_cookies,
+    services_of,
+)
+from orchestrator.auth.sessions import (
+    Grant,
+    Kind,
+    TokenReused,
+    access_issuer,
+    find_token,
+    no_access,
+    revoke_session,
+    rotate,
+    start_session,
+)
+from orchestrator.auth.users import MAX_PASSWORD, MAX_USERNAME, User, verify_credentials
+from orchestrator.errors import Forbidden, Unauthorized
 from orchestrator.representation import canonical_json
 
 router = APIRouter(tags=["auth"])
+
+# Far longer than any token we issue, far shorter than anything that could cost us.
+MAX_REFRESH_TOKEN = 512
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 class LoginRequest(BaseModel):
@@ -26,25 +55,66 @@ class LoginRequest(BaseModel):
 class TokenResponse(BaseModel):
     access_token: str
     token_type: str = "bearer"
+    expires_in: int = Field(description="seconds until the access token expires")
+    refresh_token: str = Field(description="exchange it at POST /auth/refresh (once)")
+    refresh_expires_in: int = Field(description="seconds until the refresh token expires unused")
 
 
-async def login(body: LoginRequest, request: Request) -> Response:
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    refresh_token: Annotated[str, Field(min_length=1, max_length=MAX_REFRESH_TOKEN)]
+
+
+class LogoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    refresh_token: Annotated[str | None, Field(max_length=MAX_REFRESH_TOKEN)] = None
+
+
+async def _sign_in(request: Request, body: LoginRequest, kind: Kind) -> Grant:
     # The lengths are already checked by `LoginRequest`: nothing too long reaches argon2.
     services = services_of(request)
     await services.rate_limits.check_login(request.scope, username=body.username)
-    user = await verify_credentials(
+    user: User | None = await verify_credentials(
         services.db, services.passwords, username=body.username, password=body.password
     )
     if user is None:
         request.state.login_failed = True
         raise Unauthorized("Invalid username or password")
-    token = services.tokens.issue(user.username)
-    return Response(
-        canonical_json({"access_token": token, "token_type": "bearer"}),
-        media_type="application/json",
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    return await start_session(
+        services.db,
+        user=user,
+        kind=kind,
+        lifetimes=lifetimes_of(services.settings),
+        issue_access=access_issuer(services.tokens) if kind == "token" else no_access,
+        user_agent=request.headers.get("user-agent"),
+        client_address=services.rate_limits.client_address.of(request.scope),
     )
 
+
+def _token_response(grant: Grant) -> Response:
+    assert grant.access is not None
+    now = datetime.now(UTC)
+    body = {
+        "access_token": grant.access.token,
+        "token_type": "bearer",
+        "expires_in": max(0, grant.access.exp - int(now.timestamp())),
+        "refresh_token": grant.refresh_token,
+        "refresh_expires_in": max(0, int((grant.refresh_expires_at - now).total_seconds())),
+    }
+    return Response(canonical_json(body), media_type="application/json", headers=_NO_STORE)
+
+
+async def login(body: LoginRequest, request: Request) -> Response:
+    return _token_response(await _sign_in(request, body, "token"))
+
+
+_TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Wrong username or password"},
+    429: {"description": "Too many attempts for this account or client; see Retry-After"},
+    503: {"description": "Too many sign-ins at once; see Retry-After"},
+}
 
 for _path in ("/auth/login", "/api/v1/auth/login"):
     router.add_api_route(
@@ -52,9 +122,144 @@ for _path in ("/auth/login", "/api/v1/auth/login"):
         login,
         methods=["POST"],
         response_model=TokenResponse,
-        responses={
-            401: {"description": "Wrong username or password"},
-            429: {"description": "Too many attempts for this username or client"},
-        },
-        summary="Exchange a username and password for an access token",
+        responses=_TOKEN_ERRORS,
+        summary="Exchange a username and password for an access token and a refresh token",
     )
+
+
+@router.post(
+    "/auth/refresh",
+    response_model=TokenResponse,
+    responses={401: {"description": "Invalid, expired, revoked or reused refresh token"}},
+    summary="Exchange a refresh token (once) for a new access token and refresh token",
+)
+async def refresh(body: RefreshRequest, request: Request) -> Response:
+    services = services_of(request)
+    if not opaque.is_refresh_token(body.refresh_token):
+        raise Unauthorized("Invalid refresh token")
+    tokens = services.tokens
+    try:
+        grant = await rotate(
+            services.db,
+            token=body.refresh_token,
+            kind="token",
+            lifetimes=lifetimes_of(services.settings),
+            issue_access=access_issuer(tokens),
+            successor_key=services.session_keys.successor,
+            reissue=lambda record: tokens.reissue(
+                record.username,
+                sid=record.session_id,
+                jti=record.access_jti or "",
+                iat_us=record.access_iat_us or 0,
+                exp=record.access_exp or 0,
+            ),
+        )
+    except TokenReused as exc:
+        services.sessions.mark_revoked(exc.session_id)
+        raise
+    return _token_response(grant)
+
+
+async def _read_login_form(request: Request) -> LoginRequest:
+    """The login fields from a JSON body or an HTML form post."""
+    body = await request.body()
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    try:
+        if content_type == "application/x-www-form-urlencoded":
+            try:
+                fields = dict(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=8))
+            except (UnicodeDecodeError, ValueError):
+                fields = {}
+            return LoginRequest.model_validate(fields)
+        return LoginRequest.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False)]
+        ) from None
+
+
+_LOGIN_SCHEMA = {"$ref": "#/components/schemas/LoginRequest"}
+
+
+@router.post(
+    "/auth/session",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {
+            "description": "Signed in: sets the HttpOnly session cookie `orch_session` and "
+            "the readable `orch_csrf` cookie",
+        },
+        403: {"description": "The request came from a page of another origin"},
+        **_TOKEN_ERRORS,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _LOGIN_SCHEMA},
+                "application/x-www-form-urlencoded": {"schema": _LOGIN_SCHEMA},
+            },
+        }
+    },
+    summary="Sign a browser in: a session cookie instead of a token",
+)
+async def browser_session(request: Request) -> Response:
+    services = services_of(request)
+    # A form post can come from any site's page: sign-in CSRF would sign the victim into the
+    # attacker's account. Pages send `Origin`; it must be ours (or a configured one).
+    if request.headers.get("origin") is not None and not origin_allowed(
+        request.scope, services.settings.cors_origins
+    ):
+        raise Forbidden("Sign-in from a page of another origin")
+    grant = await _sign_in(request, await _read_login_form(request), "browser")
+    response = Response(status_code=204, headers=_NO_STORE)
+    response.raw_headers.extend(cookie_headers(request, services, grant))
+    return response
+
+
+@router.post(
+    "/auth/logout",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {"description": "The session is over; a browser's cookies are cleared"},
+        401: {"description": "Missing, invalid, expired or revoked access token"},
+        403: {"description": "Missing X-CSRF-Token (cookie), or an API key (it has no session)"},
+    },
+    summary="End the session of the access token or browser cookie (and of a refresh token)",
+)
+async def logout(request: Request, body: LogoutRequest | None = None) -> Response:
+    services = services_of(request)
+    response = Response(status_code=204, headers=_NO_STORE)
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        principal = await authenticate(services, bearer_token(authorization))
+        if principal.api_key_id is not None:
+            raise Forbidden(
+                "An API key has no session: revoke it with DELETE /api/v1/api-keys/{id}"
+            )
+    else:
+        cookie = cookie_value(request.scope, SESSION_COOKIE)
+        if cookie is None:
+            raise Unauthorized()
+        response.raw_headers.extend(clearing_cookies(secure=secure_cookies(request, services)))
+        try:
+            principal, _ = await authenticate_cookie(services, cookie, rotate_if_due=False)
+        except Unauthorized:
+            return response  # that session is over already: only the cookies remain to go
+        check_csrf(request, principal, services)
+    request.state.user = principal.username
+    ending = {principal.session_id} if principal.session_id else set()
+    if body is not None and body.refresh_token is not None:
+        record = (
+            await find_token(services.db, body.refresh_token)
+            if opaque.is_refresh_token(body.refresh_token)
+            else None
+        )
+        if record is not None and record.user_id == principal.id:
+            ending.add(record.session_id)
+    for session_id in ending:
+        await revoke_session(services.db, session_id=session_id, user_id=principal.id)
+        services.sessions.mark_revoked(session_id)
+    return response

@@ -20,6 +20,17 @@ class Claims:
     iat: float
     exp: float
     jti: str
+    sid: str | None = None  # the session the token was issued for (none on older tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """An access token and the claims it was made from (kept to re-issue it identically)."""
+
+    token: str
+    jti: str
+    iat_us: int  # `iat` in microseconds: the claim is `iat_us / 1e6`
+    exp: int
 
 
 class TokenService:
@@ -43,6 +54,7 @@ class TokenService:
         self._verified: dict[str, Claims] = {}
 
     def issue(self, subject: str) -> str:
+        """A token without a session (kept for callers that have none)."""
         now = time.time()
         payload = {
             "sub": subject,
@@ -55,6 +67,27 @@ class TokenService:
             "jti": uuid.uuid4().hex,
         }
         return jwt.encode(payload, self._secret, algorithm=self.algorithm)
+
+    def issue_for_session(self, subject: str, *, sid: str, not_after: float) -> Issued:
+        """A token of session `sid`, expiring with its lifetime or at `not_after`."""
+        now = time.time()
+        iat_us = int(now * 1_000_000)
+        exp = min(int(now) + self.lifetime_seconds, int(not_after))
+        return self.reissue(subject, sid=sid, jti=uuid.uuid4().hex, iat_us=iat_us, exp=exp)
+
+    def reissue(self, subject: str, *, sid: str, jti: str, iat_us: int, exp: int) -> Issued:
+        """The token these claims make: HMAC signing is deterministic, so the same text."""
+        payload = {
+            "sub": subject,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "iat": iat_us / 1_000_000,
+            "exp": exp,
+            "jti": jti,
+            "sid": sid,
+        }
+        token = jwt.encode(payload, self._secret, algorithm=self.algorithm)
+        return Issued(token=token, jti=jti, iat_us=iat_us, exp=exp)
 
     def verify(self, token: str) -> Claims:
         """The token's claims, or `Unauthorized` for anything short of a valid token."""
@@ -85,8 +118,11 @@ class TokenService:
         except jwt.PyJWTError:
             raise Unauthorized("Invalid token") from None
         sub, iat, exp, jti = payload["sub"], payload["iat"], payload["exp"], payload["jti"]
+        sid = payload.get("sid")
         if not isinstance(sub, str) or not sub or not isinstance(jti, str):
             raise Unauthorized("Invalid token")
         if not isinstance(iat, int | float) or not isinstance(exp, int | float):
             raise Unauthorized("Invalid token")
-        return Claims(sub=sub, iat=float(iat), exp=float(exp), jti=jti)
+        if sid is not None and (not isinstance(sid, str) or not sid or len(sid) > 64):
+            raise Unauthorized("Invalid token")
+        return Claims(sub=sub, iat=float(iat), exp=float(exp), jti=jti, sid=sid)

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, cast
 
+import orjson
+
 from orchestrator.auth.passwords import Passwords
-from orchestrator.db import ConstraintViolation, Database, Row
+from orchestrator.db import ConstraintViolation, Database, Row, Transaction
 from orchestrator.db.changelog import Change, record_change
 from orchestrator.errors import Conflict, NotFound, Unprocessable
 from orchestrator.timestamps import as_utc, iso
@@ -124,6 +126,7 @@ async def count_users(db: Database) -> int:
 async def create_user(db: Database, *, username: str, password_hash: str, role: Role) -> User:
     now = datetime.now(UTC)
     user_id = str(uuid.uuid4())
+    user = User(user_id, username, role, False, now, password_hash, now)
     try:
         async with db.transaction() as tx:
             await tx.execute(
@@ -146,46 +149,117 @@ async def create_user(db: Database, *, username: str, password_hash: str, role: 
                 collection="users",
                 op="create",
                 resource_id=user_id,
-                data=None,
+                data=_change_body(user),
             )
     except ConstraintViolation:
         raise Conflict(f"User {username!r} already exists") from None
-    return User(user_id, username, role, False, now, password_hash, now)
+    return user
+
+
+def _change_body(user: User) -> bytes:
+    """A user as the change log carries it: the client's view, never the hash."""
+    return orjson.dumps(user_body(user), option=orjson.OPT_SORT_KEYS)
 
 
 async def _update_user(
-    db: Database, *, username: str, assignments: str, params: dict[str, object]
-) -> None:
-    """Apply `assignments` and cut off every token issued so far."""
+    db: Database,
+    *,
+    username: str,
+    assignments: str,
+    params: dict[str, object],
+    revoke: bool,
+) -> User:
+    """Apply `assignments`; with `revoke`, also cut off every token and session so far."""
     now = datetime.now(UTC)
+    sets = [a for a in (assignments, "tokens_valid_after = :now" if revoke else "") if a]
     async with db.transaction() as tx:
         row = await tx.fetch_one(
-            f"UPDATE users SET {assignments}, tokens_valid_after = :now, updated_at = :now "
-            "WHERE username_key = :key RETURNING id",
+            f"UPDATE users SET {', '.join(sets)}, updated_at = :now "
+            f"WHERE username_key = :key RETURNING {_COLUMNS}",
             {**params, "now": now, "key": username_key(username)},
         )
         if row is None:
             raise NotFound(f"No user {username!r}")
+        user = _user(row)
+        if revoke:
+            # Access tokens are cut off by `tokens_valid_after`; their sessions end here too,
+            # so that no refresh token or browser cookie of them works any more.
+            await tx.execute(
+                "UPDATE sessions SET revoked_at = :now "
+                "WHERE user_id = :user_id AND revoked_at IS NULL",
+                {"now": now, "user_id": user.id},
+            )
         await record_change(
             tx,
             dialect=db.dialect,
             collection="users",
             op="update",
-            resource_id=row["id"],
-            data=None,
+            resource_id=user.id,
+            data=_change_body(user),
         )
+    return user
 
 
-async def set_password(db: Database, *, username: str, password_hash: str) -> None:
-    await _update_user(
-        db, username=username, assignments="password_hash = :hash", params={"hash": password_hash}
+async def set_password(db: Database, *, username: str, password_hash: str) -> User:
+    """A new password; every token and session of the user ends."""
+    return await _update_user(
+        db,
+        username=username,
+        assignments="password_hash = :hash",
+        params={"hash": password_hash},
+        revoke=True,
     )
 
 
-async def set_disabled(db: Database, *, username: str, disabled: bool) -> None:
-    await _update_user(
-        db, username=username, assignments="disabled = :disabled", params={"disabled": disabled}
+async def set_disabled(db: Database, *, username: str, disabled: bool) -> User:
+    """Disable (ending every token and session) or enable a user."""
+    return await _update_user(
+        db,
+        username=username,
+        assignments="disabled = :disabled",
+        params={"disabled": disabled},
+        revoke=True,
     )
+
+
+async def set_role(db: Database, *, username: str, role: Role) -> User:
+    """A new role, effective on the user's next request (tokens stay valid)."""
+    return await _update_user(
+        db, username=username, assignments="role = :role", params={"role": role}, revoke=False
+    )
+
+
+async def end_all_sessions(db: Database, *, username: str) -> User:
+    """Cut off every access token, refresh token and browser session of the user."""
+    return await _update_user(db, username=username, assignments="", params={}, revoke=True)
+
+
+async def write_password(
+    tx: Transaction, *, dialect: str, user_id: str, password_hash: str
+) -> User:
+    """Store a new hash inside the caller's transaction (which decides what else ends)."""
+    row = await tx.fetch_one(
+        f"UPDATE users SET password_hash = :hash, updated_at = :now WHERE id = :id "
+        f"RETURNING {_COLUMNS}",
+        {"hash": password_hash, "now": datetime.now(UTC), "id": user_id},
+    )
+    if row is None:
+        raise NotFound("No such user")
+    user = _user(row)
+    await record_change(
+        tx,
+        dialect=dialect,
+        collection="users",
+        op="update",
+        resource_id=user.id,
+        data=_change_body(user),
+    )
+    return user
+
+
+async def get_user_by_id(db: Database, *, user_id: str) -> User | None:
+    row = await db.fetch_one(f"SELECT {_COLUMNS} FROM users WHERE id = :id", {"id": user_id})
+    return _user(row) if row else None
 
 
 class UserDirectory:

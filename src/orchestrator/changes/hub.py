@@ -27,6 +27,8 @@ from orchestrator.db.feed import ChangeFeed
 from orchestrator.observability.metrics import Metrics
 
 SUBSCRIBABLE: tuple[str, ...] = ("jobs", "tasks")
+# Changes after which every live connection checks that its credential still holds.
+CREDENTIALS = frozenset({"users", "sessions", "api_keys"})
 REPLAY_PAGE = 500
 
 
@@ -306,7 +308,7 @@ class Hub:
         self._subscribers.discard(subscriber)
 
     def on_change(self, change: Change) -> None:
-        if change.collection == "users":
+        if change.collection in CREDENTIALS:
             for session in self._sessions:
                 session.revalidate.set()
             text = None

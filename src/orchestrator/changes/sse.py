@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from orchestrator.auth.deps import Reader, authenticate, bearer_token, services_of
+from orchestrator.auth.deps import Principal, Reader, recheck, services_of
 from orchestrator.changes.hub import (
     SUBSCRIBABLE,
     Hub,
@@ -92,8 +92,7 @@ class EventStream(Response):
         services: Services,
         hub: Hub,
         session: Session,
-        token: str,
-        expires_at: float,
+        principal: Principal,
         collections: list[str],
         since: int | None,
     ) -> None:
@@ -107,8 +106,8 @@ class EventStream(Response):
         self.services = services
         self.hub = hub
         self.session = session
-        self.token = token
-        self.expires_at = expires_at
+        self.principal = principal
+        self.expires_at = principal.expires_at
         self.collections = collections
         self.since = since
         self.outbox = Outbox(services.settings.ws_send_queue_frames)
@@ -186,7 +185,7 @@ class EventStream(Response):
                     return  # the client reconnects with Last-Event-ID (elsewhere, at shutdown)
                 self.session.revalidate.clear()
                 try:
-                    await authenticate(self.services, self.token)
+                    await recheck(self.services, self.principal)
                 except Unauthorized:
                     return
                 except DatabaseUnavailable:
@@ -217,9 +216,6 @@ async def change_stream(
     services = services_of(request)
     names = parse_collections(collections)
     resume = parse_last_event_id(last_event_id)
-    token = bearer_token(request.headers.get("authorization"))
-    assert token is not None  # the Reader dependency has checked it
-    expires_at = services.tokens.verify(token).exp
     hub = hub_of(services)
     session = hub.open_session(user.username, limit=services.settings.ws_max_connections_per_user)
     if session is None:
@@ -228,8 +224,7 @@ async def change_stream(
         services=services,
         hub=hub,
         session=session,
-        token=token,
-        expires_at=expires_at,
+        principal=user,
         collections=names,
         since=resume if resume is not None else since,
     )

@@ -12,7 +12,13 @@ import structlog
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from orchestrator.auth.deps import Principal, authenticate, bearer_token, services_of
+from orchestrator.auth.deps import (
+    Principal,
+    authenticate_websocket,
+    bearer_token,
+    recheck,
+    services_of,
+)
 from orchestrator.changes.hub import (
     SUBSCRIBABLE,
     Hub,
@@ -119,8 +125,6 @@ class Connection:
         services: Services,
         hub: Hub,
         principal: Principal,
-        token: str,
-        expires_at: float,
         session: Session,
     ) -> None:
         settings = services.settings
@@ -128,8 +132,7 @@ class Connection:
         self.services = services
         self.hub = hub
         self.principal = principal
-        self.token = token
-        self.expires_at = expires_at
+        self.expires_at = principal.expires_at
         self.session = session
         self.outbox = Outbox(settings.ws_send_queue_frames)
         self.subscriber = Subscriber(hub, self.outbox)
@@ -210,7 +213,7 @@ class Connection:
                 if self.session.revalidate.is_set():
                     self.session.revalidate.clear()
                     try:
-                        await authenticate(self.services, self.token)
+                        await recheck(self.services, self.principal)
                     except Unauthorized as exc:
                         raise Close(POLICY_VIOLATION, exc.message) from None
                     except DatabaseUnavailable:
@@ -285,14 +288,11 @@ class ClientGone(Exception):
     """The client closed the connection or went away."""
 
 
-async def _admit(services: Services, token: str | None) -> tuple[Principal, float]:
-    if token is None:
-        raise Unauthorized("Missing token")
-    claims = services.tokens.verify(token)
-    principal = await authenticate(services, token)
-    if claims.exp <= time.time():
+async def _admit(websocket: WebSocket) -> Principal:
+    principal = await authenticate_websocket(websocket, ws_token(websocket))
+    if principal.expires_at <= time.time():
         raise Unauthorized("Token expired")
-    return principal, claims.exp
+    return principal
 
 
 async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
@@ -304,16 +304,14 @@ async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
 async def _serve(websocket: WebSocket) -> None:
     services = services_of(websocket)
     hub = hub_of(services)
-    token = ws_token(websocket)
     try:
-        principal, expires_at = await _admit(services, token)
+        principal = await _admit(websocket)
     except Unauthorized as exc:
         await _refuse(websocket, POLICY_VIOLATION, exc.message)
         return
     except DatabaseUnavailable:
         await _refuse(websocket, INTERNAL_ERROR, "The database is unavailable")
         return
-    assert token is not None
     session = hub.open_session(
         principal.username, limit=services.settings.ws_max_connections_per_user
     )
@@ -327,8 +325,6 @@ async def _serve(websocket: WebSocket) -> None:
             services=services,
             hub=hub,
             principal=principal,
-            token=token,
-            expires_at=expires_at,
             session=session,
         )
         await connection.run()

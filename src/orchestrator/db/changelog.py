@@ -8,9 +8,9 @@ from typing import Literal
 
 from orchestrator.db import Database, Transaction
 
-Collection = Literal["jobs", "tasks", "users"]
+Collection = Literal["jobs", "tasks", "users", "sessions", "api_keys"]
 Op = Literal["create", "update", "delete"]
-COLLECTIONS: tuple[Collection, ...] = ("jobs", "tasks", "users")
+COLLECTIONS: tuple[Collection, ...] = ("jobs", "tasks", "users", "sessions", "api_keys")
 NOTIFY_CHANNEL = "orch_changes"
 
 

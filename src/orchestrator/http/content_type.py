@@ -78,11 +78,18 @@ def check_json(body: bytes) -> None:
     _no_nul(value)
 
 
-class JsonContentTypeMiddleware:
-    """Every request that carries a body must be JSON, and well-formed JSON at that."""
+FORM = b"application/x-www-form-urlencoded"
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class JsonContentTypeMiddleware:
+    """Every request that carries a body must be JSON, and well-formed JSON at that.
+
+    `form_paths` also take an HTML form post (the browser sign-in), parsed by their route.
+    """
+
+    def __init__(self, app: ASGIApp, *, form_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
+        self.form_paths = form_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,7 +104,11 @@ class JsonContentTypeMiddleware:
                 has_body = True
             elif name == b"content-type":
                 content_type = value
-        if not has_body:
+        if not has_body or (
+            content_type is not None
+            and content_type.partition(b";")[0].strip().lower() == FORM
+            and scope["path"] in self.form_paths
+        ):
             await self.app(scope, receive, send)
             return
         if content_type is None or not is_json(content_type):

@@ -35,7 +35,7 @@ from orchestrator.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
-LOGIN_PATHS = frozenset({"/auth/login", "/api/v1/auth/login"})
+LOGIN_PATHS = frozenset({"/auth/login", "/api/v1/auth/login", "/auth/session"})
 # Probes and scrapes come from infrastructure; limiting them would only cause false alarms.
 EXEMPT_PATHS = frozenset(
     {"/health", "/healthz", "/api/v1/health", "/api/v1/healthz", "/metrics", *LOGIN_PATHS}
