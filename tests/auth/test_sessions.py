@@ -87,7 +87,8 @@ async def test_login_returns_a_refresh_token_and_the_access_token_names_its_sess
         assert body["token_type"] == "bearer"
         assert body["expires_in"] == pytest.approx(30 * 60, abs=2)
         assert body["refresh_expires_in"] == pytest.approx(14 * 86400, abs=2)
-        assert body["refresh_token"].startswith("ort_") and len(body["refresh_token"]) == 47
+        assert body["refresh_token"].startswith("ort_")
+        assert len(body["refresh_token"]) == 47
         claims = jwt.decode(body["access_token"], options={"verify_signature": False})
         assert set(claims) == {"sub", "iss", "aud", "exp", "iat", "jti", "sid"}
         # the same body on the contract's second path
@@ -231,7 +232,8 @@ async def test_sessions_are_listed_and_ended_one_by_one(database_url: str, tmp_p
         again = await client.delete(f"/api/v1/sessions/{phone_id}", headers=bearer(laptop))
         assert again.status_code == 404
         listed = (await client.get("/api/v1/sessions", headers=bearer(laptop))).json()["sessions"]
-        assert [s["id"] for s in listed] != [phone_id] and len(listed) == 1
+        assert [s["id"] for s in listed] != [phone_id]
+        assert len(listed) == 1
 
         # admins see and end anyone's
         admin = await sign_in(client, "admin", ADMIN_PASSWORD)
@@ -331,7 +333,7 @@ async def test_a_session_ends_at_its_maximum_age_however_it_is_refreshed(
 async def test_refresh_refuses_what_is_not_a_refresh_token(
     database_url: str, tmp_path: Path, case: str, payload: object, status: int
 ) -> None:
-    async with serving(database_url, tmp_path) as (client, services):
+    async with serving(database_url, tmp_path) as (client, _services):
         if payload == "ACCESS":
             payload = (await sign_in(client, "admin", ADMIN_PASSWORD))["access_token"]
         response = await client.post("/auth/refresh", json={"refresh_token": payload})
@@ -340,7 +342,7 @@ async def test_refresh_refuses_what_is_not_a_refresh_token(
 
 
 async def test_a_refresh_token_is_not_an_access_token(database_url: str, tmp_path: Path) -> None:
-    async with serving(database_url, tmp_path) as (client, services):
+    async with serving(database_url, tmp_path) as (client, _services):
         body = await sign_in(client, "admin", ADMIN_PASSWORD)
         response = await client.get(
             "/api/v1/users/me", headers={"Authorization": f"Bearer {body['refresh_token']}"}
