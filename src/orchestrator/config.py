@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     """A session ends this long after sign-in, however it is used."""
     refresh_reuse_grace_seconds: float = Field(default=5.0, ge=0, le=60)
     """A used-up refresh token shown again this soon gets its successor again, not a revocation."""
+    session_cookie_rotate_minutes: float = Field(default=15.0, gt=0, le=24 * 60)
+    """How often a browser's session cookie is replaced by a new one (rotation)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Comma-separated origins allowed to call the API from a browser."""
     cors_allow_credentials: bool = False

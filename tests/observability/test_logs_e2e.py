@@ -46,7 +46,8 @@ async def test_logs_carry_request_ids_and_no_secrets(tmp_path: Path) -> None:
             "ORCH_ADMIN_PASSWORD": canaries["admin_password"],
             "ORCH_METRICS_TOKEN": canaries["metrics_token"],
             "ORCH_RATE_LIMIT_ENABLED": "true",
-            "ORCH_RATE_LIMIT_LOGIN": "3/minute",
+            "ORCH_RATE_LIMIT_LOGIN": "4/minute",
+            "ORCH_REFRESH_REUSE_GRACE_SECONDS": "0",
             "ORCH_LOG_LEVEL": "DEBUG",
         },
         log_path=tmp_path / "server.log",
@@ -71,6 +72,44 @@ async def test_logs_carry_request_ids_and_no_secrets(tmp_path: Path) -> None:
             canaries["token"] = token
             canaries["token_signature"] = token.rsplit(".", 1)[1]
             bearer = {"Authorization": f"Bearer {token}"}
+            canaries["refresh_token"] = response.json()["refresh_token"]
+            refreshed = await call(
+                "POST", "/auth/refresh", json={"refresh_token": canaries["refresh_token"]}
+            )
+            assert refreshed.status_code == 200
+            canaries["rotated_refresh_token"] = refreshed.json()["refresh_token"]
+            # used up now: presenting it again is reuse (logged as a 401 like any other)
+            reused = await call(
+                "POST", "/auth/refresh", json={"refresh_token": canaries["refresh_token"]}
+            )
+            assert reused.status_code == 401
+            bogus_refresh = "ort_" + secrets.token_hex(20)[:43].ljust(43, "A")
+            canaries["bogus_refresh_token"] = bogus_refresh
+            await call("POST", "/auth/refresh", json={"refresh_token": bogus_refresh})
+            session = await call("POST", "/auth/session", json=right)
+            assert session.status_code == 204
+            cookies = {
+                h.split("=", 1)[0]: h.split(";", 1)[0].split("=", 1)[1]
+                for h in session.headers.get_list("set-cookie")
+            }
+            canaries["session_cookie"] = cookies["orch_session"]
+            canaries["csrf_cookie"] = cookies["orch_csrf"]
+            session_cookie, csrf_cookie = cookies["orch_session"], cookies["orch_csrf"]
+            jar = {"Cookie": f"orch_session={session_cookie}; orch_csrf={csrf_cookie}"}
+            assert (await call("GET", "/api/v1/users/me", headers=jar)).status_code == 200
+            refused = await call("POST", "/api/v1/collab/tasks", json={"title": "x"}, headers=jar)
+            assert refused.status_code == 403  # no CSRF header
+            wrong_cookie = "ors_" + "B" * 43
+            canaries["wrong_cookie"] = wrong_cookie
+            assert (
+                await call(
+                    "GET", "/api/v1/users/me", headers={"Cookie": f"orch_session={wrong_cookie}"}
+                )
+            ).status_code == 401
+            logout = await call(
+                "POST", "/auth/logout", headers={**jar, "X-CSRF-Token": cookies["orch_csrf"]}
+            )
+            assert logout.status_code == 204
             # over the login limit, with the right password in the body
             assert (await call("POST", "/auth/login", json=right)).status_code == 429
             malformed = {**right, "extra": canaries["wrong_password"]}
@@ -106,6 +145,8 @@ async def test_logs_carry_request_ids_and_no_secrets(tmp_path: Path) -> None:
             assert canary not in text, f"{label} leaked into {name}"
         assert "eyJ" not in text, f"something token-shaped leaked into {name}"
         assert "not-a-valid-token" not in text
+        for prefix in ("ort_", "ors_", "orch_"):
+            assert prefix not in text, f"something credential-shaped ({prefix}) leaked into {name}"
         assert "$argon2" not in text, f"a password hash leaked into {name}"
 
     lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]

@@ -160,7 +160,8 @@ async def authenticate_cookie(
     lifetimes = lifetimes_of(services.settings)
     now = datetime.now(UTC)
     grant: Grant | None = None
-    due = now - record.created_at >= timedelta(seconds=services.tokens.lifetime_seconds)
+    rotate_every = timedelta(minutes=services.settings.session_cookie_rotate_minutes)
+    due = now - record.created_at >= rotate_every
     if record.used_at is not None or (rotate_if_due and due):
         # Used up already (another tab, or a copy: the database decides), or time to rotate.
         grant = await _rotate_browser(services, cookie, lifetimes)

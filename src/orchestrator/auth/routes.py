@@ -228,6 +228,7 @@ async def browser_session(request: Request) -> Response:
         403: {"description": "Missing X-CSRF-Token (cookie), or an API key (it has no session)"},
     },
     summary="End the session of the access token or browser cookie (and of a refresh token)",
+    openapi_extra={"security": [{"bearerAuth": []}, {"cookieAuth": []}]},
 )
 async def logout(request: Request, body: LogoutRequest | None = None) -> Response:
     services = services_of(request)

@@ -21,6 +21,26 @@ from orchestrator.auth.deps import AUTHENTICATING
 
 ENVELOPE_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
 SECURITY_SCHEME = "bearerAuth"
+COOKIE_SCHEME = "cookieAuth"
+# Either one: a bearer credential, or (from a browser) the session cookie.
+SECURITY: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}, {COOKIE_SCHEME: []}]
+SECURITY_SCHEMES: dict[str, Any] = {
+    SECURITY_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT access token, or API key (orch_…)",
+        "description": "An access token from POST /auth/login or /auth/refresh, or an API "
+        "key from POST /api/v1/api-keys. No CSRF token is needed.",
+    },
+    COOKIE_SCHEME: {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "orch_session",
+        "description": "The browser session from POST /auth/session (HttpOnly). Requests "
+        "with a method other than GET, HEAD and OPTIONS must also send the orch_csrf "
+        "cookie's value in the X-CSRF-Token header (else 403).",
+    },
+}
 _WRITES = frozenset({"post", "put", "patch", "delete"})
 _PUBLIC_SUFFIXES = ("/auth/login", "/health", "/healthz")
 
@@ -150,11 +170,7 @@ def complete_schema(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas["ErrorEnvelope"] = ERROR_ENVELOPE
-    components.setdefault("securitySchemes", {})[SECURITY_SCHEME] = {
-        "type": "http",
-        "scheme": "bearer",
-        "bearerFormat": "JWT",
-    }
+    components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
     protected = {
         context.path_format: is_protected(context.path_format, context.dependant)
         for context in iter_route_contexts(app.routes)
@@ -184,7 +200,7 @@ def complete_schema(app: FastAPI) -> dict[str, Any]:
                 if code[0] in "45" and "content" not in response:
                     response["content"] = {"application/json": {"schema": ENVELOPE_REF}}
             if protected[path]:
-                operation["security"] = [{SECURITY_SCHEME: []}]
+                operation["security"] = SECURITY
     # Validation errors are answered in the envelope, never in FastAPI's default shape.
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
