@@ -34,6 +34,8 @@ ALIASES = {
 # The change feed as Server-Sent Events is for browsers; the SDK follows the same feed over
 # the WebSocket (`subscribe()`).
 FOLLOWED_OVER_WEBSOCKET = {("GET", "/api/v1/changes")}
+# Browser sign-in: it answers with cookies, which only a browser keeps.
+FOR_BROWSERS = {("POST", "/auth/session")}
 
 
 @pytest.fixture
@@ -86,13 +88,20 @@ async def test_every_operation_of_the_openapi_document_is_a_method_of_both_clien
         transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
     ) as raw:
         operations = _operations((await raw.get("/openapi.json")).json())
-    operations -= FOLLOWED_OVER_WEBSOCKET
+    operations -= FOLLOWED_OVER_WEBSOCKET | FOR_BROWSERS
     recorder = _Recorder(app)
     async with AsyncClient("http://127.0.0.1", transport=recorder) as sdk:
         await sdk.health()
         await sdk.ready()
         await sdk.login("admin", ADMIN_PASSWORD)
         assert (await sdk.me())["username"] == "admin"
+        assert sdk.refresh_token is not None
+        await sdk.refresh(sdk.refresh_token)
+        sessions = (await sdk.list_sessions())["sessions"]
+        assert [s["current"] for s in sessions] == [True]
+        assert (await sdk.list_sessions(username="admin"))["sessions"] == sessions
+        await sdk.login("admin", ADMIN_PASSWORD)  # a second session, to end through the API
+        await sdk.end_session(sessions[0]["id"], username="admin")
         assert "admin" in {u["username"] for u in (await sdk.list_users())["users"]}
         assert "orch_http_requests_total" in await sdk.metrics()
         job = await sdk.create_job("j", queue="q", payload={"n": 1}, idempotency_key="k-1")
@@ -118,6 +127,8 @@ async def test_every_operation_of_the_openapi_document_is_a_method_of_both_clien
         assert [t["id"] for t in (await sdk.list_tasks(limit=10))["items"]] == [task["id"]]
         await sdk.update_task(task["id"], title="u")
         await sdk.delete_task(task["id"])
+        await sdk.logout()
+        assert sdk.token is None
 
     templates = {path for _method, path in operations}
     called = set()
@@ -129,6 +140,36 @@ async def test_every_operation_of_the_openapi_document_is_a_method_of_both_clien
     blocking = {name for name in dir(Client) if not name.startswith("_")}
     awaiting = {name for name in dir(AsyncClient) if not name.startswith("_")}
     assert blocking - {"close"} == awaiting - {"aclose"}
+
+
+async def test_an_expired_token_is_renewed_with_the_refresh_token_before_the_password(
+    app: FastAPI,
+) -> None:
+    recorder = _Recorder(app)
+    async with AsyncClient("http://127.0.0.1", transport=recorder) as sdk:
+        await sdk.login("admin", ADMIN_PASSWORD)
+        first_refresh = sdk.refresh_token
+        sdk.token = "expired"  # as an expired token would be refused
+        assert (await sdk.me())["username"] == "admin"
+        assert recorder.sent[-3:] == [
+            ("GET", "/api/v1/users/me"),
+            ("POST", "/auth/refresh"),
+            ("GET", "/api/v1/users/me"),
+        ]
+        assert sdk.refresh_token not in (None, first_refresh)
+        # a session ended elsewhere: the refresh token is refused, the password logs in again
+        sessions = (await sdk.list_sessions())["sessions"]
+        async with _sdk(app) as other:
+            await other.login("admin", ADMIN_PASSWORD)
+            await other.end_session(sessions[0]["id"])
+        sdk.token = "expired"
+        assert (await sdk.me())["username"] == "admin"
+        assert [path for _method, path in recorder.sent[-4:]] == [
+            "/api/v1/users/me",
+            "/auth/refresh",
+            "/auth/login",
+            "/api/v1/users/me",
+        ]
 
 
 async def test_tasks_are_edited_and_deleted_at_the_version_last_seen(app: FastAPI) -> None:

@@ -71,6 +71,10 @@ class Call(Generic[R]):
     guarded: bool = False
     # A login: the session keeps the token, and these credentials to log in again.
     credentials: tuple[str, str] | None = None
+    # The answer is a token pair (login, refresh): the session keeps both tokens.
+    grants: bool = False
+    # A logout: the session forgets its tokens and credentials.
+    ends_session: bool = False
     # The answer is text (Prometheus exposition), not JSON.
     text: bool = False
 
@@ -122,6 +126,40 @@ def login(username: str, password: str) -> Call[None]:
         json={"username": username, "password": password},
         authenticated=False,
         credentials=(username, password),
+        grants=True,
+    )
+
+
+def refresh(refresh_token: str) -> Call[None]:
+    """Exchange a refresh token (once) for a new pair; the client keeps both.
+
+    The client does this by itself with the refresh token of its login when a token expires
+    or is revoked, before logging in again with its password.
+    """
+    return Call(
+        "POST",
+        "/auth/refresh",
+        _nothing,
+        json={"refresh_token": refresh_token},
+        authenticated=False,
+        grants=True,
+    )
+
+
+def logout() -> Call[None]:
+    """End this client's session on the server; the client forgets its token and password."""
+    return Call("POST", "/auth/logout", _nothing, ends_session=True)
+
+
+def list_sessions(*, username: str | None = None) -> Call[dict[str, Any]]:
+    """Your live sessions (admins: `username`'s); `current` marks this client's."""
+    return Call("GET", "/api/v1/sessions", _body, params=_query(username=username))
+
+
+def end_session(session_id: str, *, username: str | None = None) -> Call[None]:
+    """End one session: its tokens stop working on every server."""
+    return Call(
+        "DELETE", f"/api/v1/sessions/{session_id}", _nothing, params=_query(username=username)
     )
 
 

@@ -38,6 +38,7 @@ class _Session:
     def __init__(self, base_url: str, *, token: str | None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.refresh_token: str | None = None
         self._credentials: tuple[str, str] | None = None
         # path (+ query) → (ETag, body) of answers this client has seen
         self._etags: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
@@ -53,8 +54,17 @@ class _Session:
 
     def _flow(self, call: Call[R]) -> Flow[R]:
         response = yield self._request(call)
+        if response.status_code == 401 and call.authenticated and self.refresh_token is not None:
+            # An expired token: exchange the refresh token, then repeat the call.
+            exchange = calls.refresh(self.refresh_token)
+            answer = yield self._request(exchange)
+            if answer.status_code == 200:
+                self._read(exchange, answer)
+                response = yield self._request(call)
+            else:
+                self.refresh_token = None  # used up, expired or revoked: the password is next
         if response.status_code == 401 and call.authenticated and self._credentials is not None:
-            # An expired or revoked token: log in again once, then repeat the call.
+            # A revoked session: log in again once, then repeat the call.
             login = calls.login(*self._credentials)
             self._read(login, (yield self._request(login)))
             response = yield self._request(call)
@@ -102,9 +112,14 @@ class _Session:
                 retry_after=response.headers.get("retry-after"),
                 etag=response.headers.get("etag"),
             )
+        if call.grants:
+            pair = orjson.loads(content)
+            self.token = str(pair["access_token"])
+            self.refresh_token = pair.get("refresh_token")
         if call.credentials is not None:
-            self.token = str(orjson.loads(content)["access_token"])
             self._credentials = call.credentials
+        if call.ends_session:
+            self.token = self.refresh_token = self._credentials = None
         self._remember(call, response, content)
         if call.text:
             return call.read(status, content.decode())
@@ -185,6 +200,10 @@ class _Calls(_Session):
     health = _Endpoint(calls.health)
     ready = _Endpoint(calls.ready)
     login = _Endpoint(calls.login)
+    refresh = _Endpoint(calls.refresh)
+    logout = _Endpoint(calls.logout)
+    list_sessions = _Endpoint(calls.list_sessions)
+    end_session = _Endpoint(calls.end_session)
     me = _Endpoint(calls.me)
     list_users = _Endpoint(calls.list_users)
     metrics = _Endpoint(calls.metrics)
