@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from orchestrator.changes.log import record_change
 from orchestrator.db import open_database
-from orchestrator.http.etag import canonical_json
+from orchestrator.db.changelog import record_change
+from orchestrator.representation import canonical_json
 from tests.console.browser import launch, visit
 from tests.server import ServerProcess
 
