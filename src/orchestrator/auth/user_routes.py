@@ -8,6 +8,7 @@ from starlette.responses import Response
 from orchestrator.auth.deps import Admin, Reader, services_of
 from orchestrator.auth.users import list_users, user_body
 from orchestrator.errors import Unauthorized
+from orchestrator.http.lists import refuse_unknown
 from orchestrator.representation import canonical_json
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -28,6 +29,7 @@ async def me(user: Reader, request: Request) -> Response:
 
 @router.get("", summary="Every user (admins only)")
 async def users(_admin: Admin, request: Request) -> Response:
+    refuse_unknown(request.query_params, frozenset())
     accounts = await list_users(services_of(request).db)
     return Response(
         canonical_json({"users": [user_body(a) for a in accounts]}),

@@ -64,8 +64,29 @@ def single_param(params: QueryParams, name: str) -> str | None:
     return values[0] if values else None
 
 
-def page_request(params: QueryParams) -> PageRequest:
-    """`limit` (1..1000) and `cursor` from the query; 422 when they are not valid."""
+PAGE_PARAMS = frozenset({"limit", "cursor"})
+
+
+def refuse_unknown(params: QueryParams, known: frozenset[str]) -> None:
+    """422 for a query parameter the route does not read: a misspelt filter must not
+    silently return the whole list."""
+    unknown = sorted({name for name in params if name not in known})
+    if unknown:
+        reason = (
+            f"unknown parameter; known: {', '.join(sorted(known))}"
+            if known
+            else ("unknown parameter; this list takes none")
+        )
+        raise Unprocessable(
+            f"Unknown query parameter {unknown[0]!r}",
+            details=[{"field": name, "reason": reason} for name in unknown],
+        )
+
+
+def page_request(params: QueryParams, *, filters: frozenset[str] = frozenset()) -> PageRequest:
+    """`limit` (1..1000) and `cursor` from the query; 422 when they are not valid, or when
+    the query has a parameter that is neither of them nor one of the list's `filters`."""
+    refuse_unknown(params, PAGE_PARAMS | filters)
     raw_limit = single_param(params, "limit")
     cursor = single_param(params, "cursor")
     limit: int | None = None

@@ -125,6 +125,9 @@ _LIST_PARAMETERS: list[dict[str, Any]] = [
 ]
 
 
+FILTERS = frozenset({"status", "queue", "search", "order"})
+
+
 def _text_param(params: QueryParams, name: str, maximum: int) -> str | None:
     value = single_param(params, name)
     if value is None:
@@ -149,6 +152,7 @@ def _text_param(params: QueryParams, name: str, maximum: int) -> str | None:
 )
 async def get_job_list(request: Request, user: Reader) -> Response:
     params = request.query_params
+    page = page_request(params, filters=FILTERS)
     status = single_param(params, "status")
     if status is not None and status not in STATUSES:
         raise Unprocessable(
@@ -162,7 +166,6 @@ async def get_job_list(request: Request, user: Reader) -> Response:
         order = "asc"
     elif order not in ORDERS:
         raise Unprocessable("Invalid order", details=[{"field": "order", "reason": "asc or desc"}])
-    page = page_request(params)
     services = services_of(request)
     db = services.db
 
