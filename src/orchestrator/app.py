@@ -40,7 +40,7 @@ from orchestrator.http.security_headers import SecurityHeadersMiddleware
 from orchestrator.jobs.lease_routes import router as lease_router
 from orchestrator.jobs.routes import router as jobs_router
 from orchestrator.jobs.sweeper import Sweeper
-from orchestrator.observability.access_log import AccessLogMiddleware
+from orchestrator.observability.access_log import AccessLogMiddleware, name_plain_routes
 from orchestrator.observability.logging import protect_secret
 from orchestrator.observability.routes import router as metrics_router
 from orchestrator.observability.routes import test_router as test_fault_router
@@ -111,7 +111,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
-        sweeper = Sweeper(services.db, interval=settings.lease_sweep_seconds)
+        sweeper = Sweeper(
+            services.db,
+            interval=settings.lease_sweep_seconds,
+            on_expired=services.metrics.job_leases_expired.inc,
+        )
         services.rate_limits = RateLimits.from_settings(
             settings, tokens=services.tokens, metrics=services.metrics
         )
@@ -167,6 +171,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in routers:
         add_routes(app, router)
     install_docs(app)
+    name_plain_routes(app.router.routes)
 
     if faults.enabled:
         app.add_middleware(FaultResponseMiddleware, faults=faults)

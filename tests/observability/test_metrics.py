@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.apps import client_for, running_app
+from tests.apps import client_for, running_app, services_of
+from tests.jobs.accounts import admin_auth
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -81,3 +84,65 @@ async def test_a_scrape_token_is_required_from_everyone_once_set(tmp_path: Path)
             await scrape(local, Authorization=f"Bearer {token}")
         async with client_for(app, ("192.0.2.9", 1000)) as remote:
             await scrape(remote, Authorization=f"Bearer {token}")
+
+
+async def test_jobs_are_counted_by_queue_and_status_and_their_moves_by_queue(
+    tmp_path: Path,
+) -> None:
+    overrides = {"lease_sweep_seconds": 0.1}
+    async with running_app(tmp_path, **overrides) as app, client_for(app) as client:
+        headers = admin_auth(services_of(app))
+
+        async def call(path: str, body: dict[str, object]) -> dict[str, Any]:
+            response = await client.post(path, json=body, headers=headers)
+            assert response.status_code in (200, 201), response.text
+            answer: dict[str, Any] = response.json()
+            return answer
+
+        for queue in ("mail", "mail", "mail", "images"):
+            await call("/api/v1/jobs", {"title": "j", "queue": queue, "max_attempts": 1})
+        done = await call("/api/v1/jobs/claim", {"queues": ["mail"]})
+        await call(f"/api/v1/jobs/{done['job']['id']}/complete", {"token": done["lease"]["token"]})
+        failed = await call("/api/v1/jobs/claim", {"queues": ["mail"]})
+        await call(
+            f"/api/v1/jobs/{failed['job']['id']}/fail",
+            {"token": failed["lease"]["token"], "retry": False},
+        )
+        await call("/api/v1/jobs/claim", {"queues": ["images"], "lease_seconds": 1})
+
+        async def expired() -> float:
+            return value(await scrape(client), "orch_job_leases_expired_total")
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while await expired() < 1:  # the sweeper returns the image job once its lease ends
+            assert asyncio.get_running_loop().time() < deadline, "the lease never expired"
+            await asyncio.sleep(0.1)
+        after = await scrape(client)
+
+    def jobs(queue: str, status: str) -> float:
+        return value(after, "orch_jobs", queue=queue, status=status)
+
+    assert jobs("mail", "succeeded") == jobs("mail", "failed") == jobs("mail", "pending") == 1
+    assert jobs("images", "failed") == 1  # its only attempt's lease expired
+    assert ("orch_jobs", frozenset({("queue", "mail"), ("status", "running")})) not in after
+    assert value(after, "orch_job_claims_total", queue="mail") == 2
+    assert value(after, "orch_job_claims_total", queue="images") == 1
+    assert value(after, "orch_job_completions_total", queue="mail") == 1
+    assert value(after, "orch_job_failures_total", queue="mail") == 1
+    assert value(after, "orch_job_run_seconds_count", queue="mail") == 1
+    assert value(after, "orch_job_queue_wait_seconds_count", queue="mail") == 2
+    assert value(after, "orch_job_leases_expired_total") == 1
+
+
+async def test_plain_routes_are_counted_under_their_own_path(tmp_path: Path) -> None:
+    async with running_app(tmp_path) as app, client_for(app) as client:
+        for path in ("/openapi.json", "/docs"):
+            assert (await client.get(path)).status_code == 200
+        after = await scrape(client)
+    for path in ("/openapi.json", "/docs"):
+        labels = {"route": path, "method": "GET", "status": "200"}
+        assert value(after, "orch_http_requests_total", **labels) == 1, path
+    assert (
+        value(after, "orch_http_requests_total", route="<unmatched>", method="GET", status="200")
+        == 0
+    )

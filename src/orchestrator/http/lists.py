@@ -72,11 +72,8 @@ def refuse_unknown(params: QueryParams, known: frozenset[str]) -> None:
     silently return the whole list."""
     unknown = sorted({name for name in params if name not in known})
     if unknown:
-        reason = (
-            f"unknown parameter; known: {', '.join(sorted(known))}"
-            if known
-            else ("unknown parameter; this list takes none")
-        )
+        takes = f"known: {', '.join(sorted(known))}" if known else "this list takes none"
+        reason = f"unknown parameter; {takes}"
         raise Unprocessable(
             f"Unknown query parameter {unknown[0]!r}",
             details=[{"field": name, "reason": reason} for name in unknown],
@@ -94,6 +91,8 @@ def page_request(params: QueryParams, *, filters: frozenset[str] = frozenset()) 
         if (
             not raw_limit.isascii()
             or not raw_limit.isdigit()
+            # int() refuses strings of over 4,300 digits (a 500): no valid limit is that long
+            or len(raw_limit) > len(str(MAX_LIMIT))
             or not 1 <= int(raw_limit) <= MAX_LIMIT
         ):
             raise Unprocessable(

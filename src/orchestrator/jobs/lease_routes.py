@@ -121,6 +121,7 @@ async def claim(body: ClaimRequest, request: Request, user: WorkerRole) -> Respo
             watch.cancel()
     if claimed is None:
         return Response(status_code=204)
+    services.metrics.job_claimed(claimed.job)
     return _json({"job": claimed.job, "lease": claimed.lease.body()})
 
 
@@ -152,12 +153,9 @@ async def complete(
     """Record success and the job's result."""
     if len(canonical_json(body.result)) > MAX_RESULT_BYTES:
         raise Unprocessable(details=[{"field": "result", "reason": "at most 64 KiB of JSON"}])
-    job = await complete_job(
-        db=services_of(request).db,
-        job_id=job_id,
-        token=body.token,
-        result=body.result,
-    )
+    services = services_of(request)
+    job = await complete_job(db=services.db, job_id=job_id, token=body.token, result=body.result)
+    services.metrics.job_completed(job)
     return _json(job)
 
 
@@ -174,6 +172,7 @@ async def fail(job_id: str, body: FailRequest, request: Request, _user: WorkerRo
         backoff_base=services.settings.retry_backoff_seconds,
         backoff_cap=services.settings.retry_backoff_max_seconds,
     )
+    services.metrics.job_failed(job)
     return _json(job)
 
 

@@ -162,3 +162,13 @@ async def delete_job(db: Database, *, job_id: str, expected_version: int | None)
             tx, dialect=db.dialect, collection="jobs", op="delete", resource_id=job_id, data=None
         )
     return True
+
+
+async def count_jobs(db: Database) -> list[tuple[str, str, int]]:
+    """(queue, status, count) for every queue and status that has jobs."""
+    # The claim index (queue, status, …) answers this without reading the jobs themselves.
+    rows = await db.fetch_all(
+        "SELECT queue, status, count(*) AS n FROM jobs GROUP BY queue, status "
+        "ORDER BY queue, status"
+    )
+    return [(str(row["queue"]), str(row["status"]), int(row["n"])) for row in rows]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import structlog
 
@@ -14,9 +15,12 @@ log = structlog.get_logger(__name__)
 
 
 class Sweeper:
-    def __init__(self, db: Database, *, interval: float) -> None:
+    def __init__(
+        self, db: Database, *, interval: float, on_expired: Callable[[int], object] | None = None
+    ) -> None:
         self.db = db
         self.interval = interval
+        self.on_expired = on_expired
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -47,3 +51,5 @@ class Sweeper:
                 continue
             if swept:
                 log.info("expired_leases_swept", jobs=swept)
+                if self.on_expired is not None:
+                    self.on_expired(swept)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.errors import ApiError
@@ -20,6 +23,22 @@ def route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path_format", None)  # `{job_id}`, without the `:id` convertor
     return path if isinstance(path, str) else "<unmatched>"
+
+
+def name_plain_routes(routes: Iterable[BaseRoute]) -> None:
+    """Let each plain Starlette route (FastAPI's own `/openapi.json`) name itself in the scope,
+    as FastAPI's routes do, so that it is counted and logged under its path, not unmatched."""
+    for route in routes:
+        if isinstance(route, Route) and not isinstance(route, APIRoute):
+            route.app = _naming(route, route.app)
+
+
+def _naming(route: Route, app: ASGIApp) -> ASGIApp:
+    async def named(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = route
+        await app(scope, receive, send)
+
+    return named
 
 
 def _services(scope: Scope) -> Any:

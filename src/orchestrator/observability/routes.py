@@ -13,6 +13,7 @@ from orchestrator.auth.deps import bearer_token, services_of
 from orchestrator.db import DatabaseUnavailable
 from orchestrator.db.changelog import latest_revision
 from orchestrator.errors import Forbidden, Unauthorized
+from orchestrator.jobs.queries import count_jobs
 from orchestrator.services import Services
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,14 @@ async def _refresh_feed_lag(services: Services) -> None:
     services.metrics.feed_lag.set(max(0, latest - services.feed.delivered))
 
 
+async def _refresh_jobs(services: Services) -> None:
+    try:
+        counts = await count_jobs(services.db)
+    except DatabaseUnavailable:
+        return  # keep the last figures, as for the feed lag
+    services.metrics.count_jobs(counts)
+
+
 @router.get(
     "/metrics",
     summary="Prometheus metrics (loopback, or the scrape token)",
@@ -51,6 +60,7 @@ async def metrics(request: Request) -> Response:
     services = services_of(request)
     _authorize(request, services)
     await _refresh_feed_lag(services)
+    await _refresh_jobs(services)
     body = generate_latest(services.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
