@@ -251,14 +251,17 @@ def cmd_worker(args: argparse.Namespace) -> None:
     # The worker is a client of a server: it reads the client's variables, not the server's.
     client_settings = _load(WorkerSettings)
     url = (args.url or client_settings.server_url).rstrip("/")
+    api_key = client_settings.api_key.get_secret_value() if client_settings.api_key else None
     username = args.username or client_settings.username
-    if not username:
-        sys.exit("orchestrator: give --username or ORCH_USERNAME")
-    password = client_settings.password.get_secret_value() if client_settings.password else None
-    if args.password_file:
-        password = args.password_file.read_text().strip()
-    if password is None:
-        password = _read_password(confirm=False)
+    password: str | None = None
+    if api_key is None:
+        if not username:
+            sys.exit("orchestrator: give ORCH_API_KEY, or --username or ORCH_USERNAME")
+        password = client_settings.password.get_secret_value() if client_settings.password else None
+        if args.password_file:
+            password = args.password_file.read_text().strip()
+        if password is None:
+            password = _read_password(confirm=False)
     handler = _handler(args.handler)
     logging.basicConfig(
         level=client_settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -266,8 +269,11 @@ def cmd_worker(args: argparse.Namespace) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     async def run() -> Worker:
-        async with AsyncClient(url) as client:
-            await _worker_login(client, url, username, password)
+        async with AsyncClient(url, api_key=api_key) as client:
+            if password is None:
+                await _worker_login(client, url, None, None)
+            else:
+                await _worker_login(client, url, username, password)
             worker = Worker(
                 client,
                 args.queue or ["default"],
@@ -300,8 +306,11 @@ def cmd_worker(args: argparse.Namespace) -> None:
         os._exit(0)
 
 
-async def _worker_login(client: AsyncClient, url: str, username: str, password: str) -> None:
-    """Log in, or exit with one line saying why not; waits out 429 and 503 (Retry-After)."""
+async def _worker_login(
+    client: AsyncClient, url: str, username: str | None, password: str | None
+) -> None:
+    """Log in (or check the API key), or exit with one line saying why not; waits out 429
+    and 503 (Retry-After)."""
     import httpx
 
     from orchestrator.client import ApiError as RefusedError
@@ -310,11 +319,15 @@ async def _worker_login(client: AsyncClient, url: str, username: str, password: 
     said = False
     while True:
         try:
-            await client.login(username, password)
+            if username is None or password is None:
+                await client.me()  # the key: refused here rather than at the first claim
+            else:
+                await client.login(username, password)
             return
         except RefusedError as exc:
             if not exc.transient:
-                sys.exit(f"orchestrator: login as {username} at {url} failed: {describe(exc)}")
+                who = f"login as {username}" if password is not None else "the API key"
+                sys.exit(f"orchestrator: {who} at {url} failed: {describe(exc)}")
             delay = exc.retry_after if exc.retry_after is not None else 1.0
             if not said:
                 logging.getLogger(__name__).warning(
@@ -363,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="run jobs with a handler against a server",
         description="Claim jobs of the queues, run HANDLER(job) and report the outcome. "
-        "Credentials: --username or ORCH_USERNAME; the password from ORCH_PASSWORD, "
-        "--password-file, or the prompt/stdin. The server: --url, else ORCH_URL, else the "
+        "Credentials: an API key in ORCH_API_KEY, or --username (ORCH_USERNAME) with the "
+        "password from ORCH_PASSWORD, --password-file, or the prompt/stdin. "
+        "The server: --url, else ORCH_URL, else the "
         "address `orchestrator serve` uses (ORCH_HOST, ORCH_PORT). Errors no retry can fix "
         "(no server at start-up, 401, 403) stop it with exit status 1; SIGTERM stops it "
         "gracefully.",

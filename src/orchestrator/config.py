@@ -283,6 +283,8 @@ class WorkerSettings(BaseSettings):
     """The address `orchestrator serve` listens on (the worker's default server)."""
     port: int = Field(default=Settings.model_fields["port"].default, ge=0, le=65535)
     """The port `orchestrator serve` listens on (the worker's default server)."""
+    api_key: SecretStr | None = None
+    """An API key of the worker's account; used instead of a username and password."""
     username: str | None = None
     """The worker's account (role `worker`)."""
     password: SecretStr | None = None

@@ -12,6 +12,8 @@ import pytest
 from fastapi import FastAPI
 
 from orchestrator.app import create_app
+from orchestrator.auth.api_keys import create_api_key
+from orchestrator.auth.users import get_user
 from orchestrator.client import (
     AsyncClient,
     AuthenticationError,
@@ -225,3 +227,28 @@ async def test_refusals_are_typed_and_carry_retry_after(database_url: str, tmp_p
         assert limited.value.transient
         assert limited.value.retry_after is not None
         assert limited.value.retry_after > 0
+
+
+async def test_an_api_key_stands_for_its_user_without_a_login(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services: Services = app.state.services
+    await make_user(services, "robot", "worker")
+    robot = await get_user(services.db, username="robot")
+    assert robot is not None
+    _key, secret = await create_api_key(
+        services.db, user_id=robot.id, username="robot", name="ci", read_only=False,
+        expires_in_days=1,
+    )  # fmt: skip
+    async with AsyncClient(
+        "http://127.0.0.1", api_key=secret, transport=httpx.ASGITransport(app=app)
+    ) as sdk:
+        assert (await sdk.me())["username"] == "robot"
+        assert await sdk.claim(["q"]) is None
+    monkeypatch.setenv("ORCH_API_KEY", secret)
+    async with _sdk(app) as from_environment:
+        assert (await from_environment.me())["username"] == "robot"
+    monkeypatch.setenv("ORCH_API_KEY", "orch_" + "x" * 43 + "_abcdef")
+    async with _sdk(app) as refused:
+        with pytest.raises(AuthenticationError):
+            await refused.me()

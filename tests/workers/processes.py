@@ -39,7 +39,6 @@ class WorkerProcess:
             sys.executable, "-m", "orchestrator", "worker",
             "--queue", self.queue,
             "--handler", "tests.workers.handlers:record",
-            "--username", self.username,
             "--name", self.name,
             "--lease-seconds", str(self.lease_seconds),
             "--wait", str(self.wait),
@@ -47,6 +46,8 @@ class WorkerProcess:
         ]  # fmt: skip
         if self.url:
             command += ["--url", self.url]
+        if self.username:
+            command += ["--username", self.username]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO

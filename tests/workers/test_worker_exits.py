@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -10,7 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from orchestrator.auth.api_keys import create_api_key
+from orchestrator.auth.users import get_user
 from orchestrator.client import Client
+from orchestrator.db import open_database
 from tests.cli_runner import run_cli
 from tests.server import ServerProcess, free_port
 from tests.workers.processes import WorkerProcess
@@ -223,3 +227,45 @@ def test_a_server_gone_mid_run_is_said_once_and_work_resumes_when_it_returns(
     assert "server answers again" in logs
     assert worker.process is not None
     assert worker.process.poll() is None
+
+
+async def _api_key(database_url: str) -> str:
+    """A new API key of the admin account, written where the server reads it."""
+    db = open_database(database_url, timeout=5)
+    try:
+        admin = await get_user(db, username="admin")
+        assert admin is not None
+        _key, secret = await create_api_key(
+            db, user_id=admin.id, username="admin", name="worker", read_only=False,
+            expires_in_days=1,
+        )  # fmt: skip
+    finally:
+        await db.close()
+    return secret
+
+
+def test_a_worker_with_an_api_key_needs_no_password_and_a_wrong_key_stops_it(
+    tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'data' / 'orchestrator.db'}"
+    env = {**_env(tmp_path), "ORCH_DATABASE_URL": database_url}
+    server = ServerProcess(env=env, log_path=tmp_path / "server.log").start(timeout=120)
+    try:
+        key = asyncio.run(_api_key(database_url))
+        keyed = _worker(tmp_path, server.url, username="", password="")
+        keyed.env = {"ORCH_API_KEY": key}
+        workers.append(keyed.start())
+        wrong = _worker(tmp_path, server.url, username="", password="")
+        wrong.name, wrong.log_path = "w-wrong", tmp_path / "worker-wrong.log"
+        wrong.env = {"ORCH_API_KEY": "orch_" + "x" * 43 + "_abcdef"}
+        workers.append(wrong.start())
+        with Client(server.url, api_key=key) as client:
+            job = client.create_job("keyed")
+            _until(lambda: client.get_job(job["id"])["status"] == "succeeded", within=60)
+        assert _exit_status(wrong) == 1
+        assert _last_line(wrong).startswith(
+            f"orchestrator: the API key at {server.url} failed: 401"
+        )
+        assert key not in keyed.logs() + wrong.logs() + server.logs()
+    finally:
+        server.stop()

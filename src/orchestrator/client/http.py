@@ -10,6 +10,7 @@ API is written once, in `calls.py`, and bound to both clients by `_Endpoint`.
 from __future__ import annotations
 
 import functools
+import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -35,9 +36,11 @@ class _Session:
 
     _http: httpx.Client | httpx.AsyncClient
 
-    def __init__(self, base_url: str, *, token: str | None) -> None:
+    def __init__(self, base_url: str, *, token: str | None, api_key: str | None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        # A key acts as its user without a login; read like other SDKs read theirs.
+        self.api_key = api_key if api_key is not None else os.environ.get("ORCH_API_KEY") or None
         self.refresh_token: str | None = None
         self._credentials: tuple[str, str] | None = None
         # path (+ query) → (ETag, body) of answers this client has seen
@@ -72,8 +75,9 @@ class _Session:
 
     def _request(self, call: Call[Any]) -> httpx.Request:
         headers: dict[str, str] = dict(call.headers) if call.headers else {}
-        if call.authenticated and self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        bearer = self.token or self.api_key
+        if call.authenticated and bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
         key = _key(call)
         if call.cacheable and key in self._etags:
             headers["If-None-Match"] = self._etags[key][0]
@@ -225,7 +229,10 @@ class _Calls(_Session):
 
 
 class Client(_Calls):
-    """The blocking client. `with Client(url) as c: c.login(user, password); c.get_job(id)`."""
+    """The blocking client. `with Client(url) as c: c.login(user, password); c.get_job(id)`.
+
+    With `api_key=` (or `ORCH_API_KEY` in the environment) it needs no login.
+    """
 
     _http: httpx.Client
 
@@ -234,10 +241,11 @@ class Client(_Calls):
         base_url: str,
         *,
         token: str | None = None,
+        api_key: str | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(base_url, token=token)
+        super().__init__(base_url, token=token, api_key=api_key)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
@@ -271,13 +279,16 @@ class Client(_Calls):
         async def token(refresh: bool) -> str | None:
             if refresh and self._credentials is not None:
                 self._send(calls.login(*self._credentials))  # on the feed's own thread
-            return self.token
+            return self.token or self.api_key
 
         return Subscription(self.ws_url, token, collections=collections, since=since)
 
 
 class AsyncClient(_Calls):
-    """The asyncio client. `async with AsyncClient(url) as c: await c.login(user, password)`."""
+    """The asyncio client. `async with AsyncClient(url) as c: await c.login(user, password)`.
+
+    With `api_key=` (or `ORCH_API_KEY` in the environment) it needs no login.
+    """
 
     _http: httpx.AsyncClient
 
@@ -286,10 +297,11 @@ class AsyncClient(_Calls):
         base_url: str,
         *,
         token: str | None = None,
+        api_key: str | None = None,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(base_url, token=token)
+        super().__init__(base_url, token=token, api_key=api_key)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
@@ -327,4 +339,4 @@ class AsyncClient(_Calls):
     async def _token(self, refresh: bool) -> str | None:
         if refresh and self._credentials is not None:
             await self._send(calls.login(*self._credentials))
-        return self.token
+        return self.token or self.api_key
