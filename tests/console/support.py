@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from playwright.sync_api import Locator, Page, expect
 
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.users import Role, create_user
@@ -102,3 +104,27 @@ def wait_until_pruned(server: ServerProcess, resource_id: str, timeout: float = 
             return
         time.sleep(0.1)
     raise AssertionError(f"the change log still holds {resource_id} after {timeout} s")
+
+
+def unique(prefix: str) -> str:
+    """A name no other test of the shared server uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def sign_in(page: Page, username: str, password: str = PASSWORD) -> None:
+    """Sign in through the console's own form (a browser session)."""
+    page.goto("/console")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+def live(page: Page) -> None:
+    """The live indicator says the feed is connected."""
+    expect(page.get_by_role("status")).to_contain_text("Live")
+
+
+def row_of(page: Page, title: str) -> Locator:
+    """The table row that links to the job or task `title`."""
+    return page.get_by_role("row").filter(has=page.get_by_role("link", name=title, exact=True))

@@ -1,0 +1,263 @@
+"""The console in headless Chromium, against a real server: what a person can see and do."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.cli_runner import run_cli
+from tests.console.browser import NARROW, WIDE, Visit, screenshots, serious_violations
+from tests.console.support import (
+    ADMIN_PASSWORD,
+    PASSWORD,
+    admin_client,
+    api_client,
+    create_job,
+    live,
+    make_user,
+    row_of,
+    sign_in,
+    unique,
+)
+from tests.server import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def check_page(page: Page, name: str) -> None:
+    """No serious or critical axe-core violation at either width; screenshots at both."""
+    for size in (NARROW, WIDE):
+        page.set_viewport_size(size)  # type: ignore[arg-type]
+        assert serious_violations(page) == "", (name, size)
+    screenshots(page, name)
+
+
+def test_sign_in_with_the_keyboard_and_sign_out(page: Page, server: ServerProcess) -> None:
+    username = unique("signer")
+    make_user(server, username, "member")
+    page.goto("/console")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    check_page(page, "sign-in")
+
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill("not the password")
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Invalid username or password")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+
+    # Keyboard only from here: the username field has focus after a failed attempt.
+    expect(page.get_by_label("Username")).to_be_focused()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(username)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    for name in ("Overview", "Jobs", "Tasks"):
+        expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
+    expect(page.get_by_role("link", name="Admin", exact=True)).to_have_count(0)
+    live(page)
+    jobs_link = page.get_by_role("link", name="Jobs", exact=True)
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if jobs_link.evaluate("(link) => link === document.activeElement"):
+            break
+    expect(jobs_link).to_be_focused()
+    outline = jobs_link.evaluate("(link) => getComputedStyle(link).outlineStyle")
+    assert outline != "none"  # focus is visible
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Jobs", level=1)).to_be_visible()
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["orch_csrf"]["httpOnly"] is False
+    assert any(c["httpOnly"] for c in cookies.values())
+    assert (
+        page.evaluate("() => Object.keys(localStorage).length + Object.keys(sessionStorage).length")
+        == 0
+    )
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.get_by_text("You have signed out.")).to_be_visible()
+    page.reload()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def test_jobs_table_follows_another_clients_job_live(page: Page, server: ServerProcess) -> None:
+    username = unique("watcher")
+    make_user(server, username, "viewer")
+    queue = unique("live")
+    sign_in(page, username)
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    page.get_by_label("Queue").fill(queue)
+    live(page)
+    table = page.get_by_role("table")
+    for header in ("Title", "Queue", "Status", "Attempts"):
+        expect(table.get_by_role("columnheader", name=header, exact=True)).to_be_visible()
+
+    with admin_client(server) as other:
+        job = create_job(other, "Render the report", queue)
+        row = row_of(page, "Render the report")
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text("pending")
+
+        claim = other.post("/api/v1/jobs/claim", json={"queues": [queue], "worker": "w-1"})
+        assert claim.status_code == 200, claim.text
+        token = claim.json()["lease"]["token"]
+        expect(row).to_contain_text("running")
+        expect(row).to_contain_text("1 / 3")
+
+        done = other.post(f"/api/v1/jobs/{job['id']}/complete", json={"token": token, "result": {}})
+        assert done.status_code == 200, done.text
+        expect(row).to_contain_text("succeeded")
+        expect(row_of(page, "Render the report")).to_have_count(1)  # moved, never duplicated
+
+
+def test_cancel_one_job_and_several_at_once(page: Page, server: ServerProcess) -> None:
+    username = unique("canceller")
+    make_user(server, username, "member")
+    queue = unique("cancel")
+    with api_client(server, username, PASSWORD) as mine:
+        single = create_job(mine, "Single job", queue)
+        batch = [create_job(mine, f"Batch job {n}", queue) for n in range(3)]
+    sign_in(page, username)
+
+    page.goto(f"/console#/jobs/{single['id']}")
+    expect(page.get_by_role("heading", name="Single job")).to_be_visible()
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    expect(page.get_by_role("region", name="Details")).to_contain_text("cancelled")
+    expect(page.get_by_role("button", name="Cancel", exact=True)).to_be_disabled()
+
+    page.goto(f"/console#/jobs?queue={queue}")
+    for job in batch[:2]:
+        page.get_by_label(f"Select {job['name']}").check()
+    page.get_by_role("button", name="Cancel selected").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Cancel 2 jobs?")
+    dialog.get_by_role("button", name="Cancel 2 jobs").click()
+    for job in batch[:2]:
+        expect(row_of(page, job["name"])).to_contain_text("cancelled")
+    expect(row_of(page, batch[2]["name"])).to_contain_text("pending")
+    expect(page.get_by_text("Cancelled 2 jobs.")).to_be_visible()
+
+
+def test_a_task_edit_that_loses_a_race_shows_both_versions(
+    page: Page, server: ServerProcess
+) -> None:
+    username = unique("editor")
+    make_user(server, username, "member")
+    with admin_client(server) as other:
+        created = other.post("/api/v1/collab/tasks", json={"title": unique("Plan")})
+        assert created.status_code == 201
+        task = created.json()
+        sign_in(page, username)
+        page.get_by_role("link", name="Tasks", exact=True).click()
+        page.get_by_role("button", name=f"Edit {task['title']}").click()
+        page.get_by_label("Title", exact=True).fill("Mine wins")
+
+        theirs = other.patch(
+            f"/api/v1/collab/tasks/{task['id']}",
+            json={"title": "Theirs first"},
+            headers={"If-Match": created.headers["etag"]},
+        )
+        assert theirs.status_code == 200
+        page.get_by_role("button", name="Save").click()
+
+        alert = page.get_by_role("alert")
+        expect(alert).to_contain_text("changed by someone else")
+        theirs_shown = page.get_by_role("region", name="Their version")
+        mine_shown = page.get_by_role("region", name="Your edit")
+        expect(theirs_shown).to_contain_text("Theirs first")
+        expect(mine_shown).to_contain_text("Mine wins")
+        assert other.get(f"/api/v1/collab/tasks/{task['id']}").json()["title"] == "Theirs first"
+        check_page(page, "tasks-conflict")
+
+        page.get_by_role("button", name="Apply my edit").click()
+        expect(page.get_by_role("alert")).to_have_count(0)
+        assert other.get(f"/api/v1/collab/tasks/{task['id']}").json()["title"] == "Mine wins"
+
+
+def test_form_errors_from_the_api_are_shown_next_to_the_field(
+    page: Page, server: ServerProcess
+) -> None:
+    username = unique("writer")
+    make_user(server, username, "member")
+    sign_in(page, username)
+    page.get_by_role("link", name="Tasks", exact=True).click()
+    page.get_by_role("button", name="New task").click()
+    title = page.get_by_label("Title", exact=True)
+    title.fill("x" * 201)
+    page.get_by_role("button", name="Save").click()
+    expect(title).to_have_attribute("aria-invalid", "true")
+    error = page.locator(f"#{title.get_attribute('aria-describedby')}")
+    expect(error).to_contain_text("200 characters")
+    title.fill("A task of my own")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("cell", name="A task of my own", exact=True)).to_be_visible()
+
+
+def test_a_viewer_has_no_enabled_action(page: Page, server: ServerProcess) -> None:
+    username = unique("viewer")
+    make_user(server, username, "viewer")
+    queue = unique("view")
+    with admin_client(server) as other:
+        job = create_job(other, "Look, do not touch", queue)
+        other.post("/api/v1/collab/tasks", json={"title": unique("Viewer task")})
+    sign_in(page, username)
+    expect(page.get_by_role("link", name="Admin", exact=True)).to_have_count(0)
+
+    page.goto(f"/console#/jobs?queue={queue}")
+    expect(row_of(page, "Look, do not touch")).to_have_count(1)
+    expect(page.get_by_label("Select Look, do not touch")).to_be_disabled()
+    expect(page.get_by_role("button", name="Cancel selected")).to_be_disabled()
+
+    page.goto(f"/console#/jobs/{job['id']}")
+    for name in ("Cancel", "Retry", "Delete"):
+        expect(page.get_by_role("button", name=name, exact=True)).to_be_disabled()
+
+    page.get_by_role("link", name="Tasks", exact=True).click()
+    expect(page.get_by_role("button", name="New task")).to_be_disabled()
+    expect(page.get_by_role("button", name=re.compile("^Edit "))).not_to_have_count(0)
+    for button in page.get_by_role("button").all():
+        if button.is_visible() and button.inner_text() != "Sign out":
+            expect(button).to_be_disabled()
+    checkboxes = page.get_by_role("checkbox").all()
+    assert all(box.is_disabled() for box in checkboxes)
+
+
+def test_every_page_is_accessible_and_nothing_leaves_the_origin(
+    page: Page, seen: Visit, server: ServerProcess
+) -> None:
+    with admin_client(server) as other:
+        job = create_job(other, "Accessible job", unique("a11y"))
+        other.post("/api/v1/collab/tasks", json={"title": "Accessible task"})
+    sign_in(page, "admin", ADMIN_PASSWORD)
+    live(page)
+    for name, hash_, heading in [
+        ("overview", "#/overview", "Overview"),
+        ("jobs", "#/jobs", "Jobs"),
+        ("job", f"#/jobs/{job['id']}", "Accessible job"),
+        ("tasks", "#/tasks", "Tasks"),
+        ("admin", "#/admin", "Admin"),
+    ]:
+        page.goto(f"/console{hash_}")
+        expect(page.get_by_role("heading", name=heading, level=1)).to_be_visible()
+        check_page(page, name)
+    assert seen.requests, "the recorder saw the page's requests"
+    assert all(url.startswith(server.url) for url in seen.requests), seen.requests
+
+
+def test_a_revoked_session_sends_the_person_back_to_sign_in_with_a_message(
+    page: Page, server: ServerProcess
+) -> None:
+    username = unique("revoked")
+    make_user(server, username, "member")
+    sign_in(page, username)
+    live(page)
+    env = {key: value for key, value in server.env.items() if key.startswith("ORCH_")}
+    disabled = run_cli("users", "disable", username, env=env)
+    assert disabled.returncode == 0, disabled.stderr
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible(timeout=15_000)
+    expect(page.get_by_role("alert")).to_contain_text("Your session has ended")
+    expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
