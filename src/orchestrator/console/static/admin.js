@@ -182,7 +182,7 @@ function keysSection(app) {
         { class: "panel" },
         h("h3", {}, `Key “${created.name}” for ${created.username}`),
         h("p", { id: "new-key-help" }, "Copy the key now: it is shown this once and cannot be read again."),
-        h("div", { class: "secret" }, h("label", { for: input.id, class: "visually-hidden" }, "New API key"), input, copy, done, copied),
+        h("div", { class: "secret" }, h("label", { for: input.id, class: "visually-hidden" }, "The new key"), input, copy, done, copied),
       ),
     );
     copy.focus();
