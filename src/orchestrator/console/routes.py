@@ -20,11 +20,9 @@ from orchestrator.http.static import StaticAsset
 
 CONSOLE = "/console"
 STATIC = Path(__file__).parent / "static"
+VERSION_FILE = "version.json"
 
 router = APIRouter(include_in_schema=False)
-
-
-VERSION_FILE = "version.json"
 
 
 @functools.cache
@@ -43,8 +41,9 @@ def _assets() -> dict[str, StaticAsset]:
 
 
 async def _asset(name: str) -> StaticAsset:
-    # Read and compressed once per process, off the event loop.
-    asset = (await asyncio.to_thread(_assets)).get(name)
+    # Read and compressed once per process, off the event loop; then no thread hop per request.
+    loaded = _assets() if _assets.cache_info().currsize else await asyncio.to_thread(_assets)
+    asset = loaded.get(name)
     if asset is None:
         raise NotFound()
     return asset

@@ -40,7 +40,7 @@ def _assets() -> dict[str, StaticAsset]:
 
 async def _asset(name: str) -> StaticAsset:
     # Read and compressed once per process (about 3 MB), off the event loop.
-    assets = await asyncio.to_thread(_assets)
+    assets = _assets() if _assets.cache_info().currsize else await asyncio.to_thread(_assets)
     asset = assets.get(name)
     if asset is None:
         raise NotFound()
