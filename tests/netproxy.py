@@ -5,6 +5,7 @@
         await proxy.cut()        # drop every open connection and refuse new ones
         proxy.restore()          # accept and forward again
         proxy.blackhole()        # accept, but forward nothing (a hung peer, not a refused one)
+        proxy.connect_delay = 3  # new connections are forwarded only after this long
 
 It is a real network component: bytes go through real sockets, so the client sees exactly what a
 failing network gives it (resets, refused connections, silence).
@@ -28,6 +29,7 @@ class NetProxy:
         self.port = 0
         self.mode: Mode = "forward"
         self.connections = 0  # accepted so far, whatever the mode
+        self.connect_delay = 0.0  # seconds before a new connection is forwarded
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -98,6 +100,8 @@ class NetProxy:
             writer.transport.abort()
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.connect_delay:
+            await asyncio.sleep(self.connect_delay)
         up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
         self._writers.add(up_writer)
         try:

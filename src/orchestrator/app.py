@@ -51,7 +51,11 @@ API_PREFIX = "/api/v1"
 
 
 def build_services(settings: Settings) -> Services:
-    db = open_database(settings.resolved_database_url, timeout=settings.db_timeout_seconds)
+    db = open_database(
+        settings.resolved_database_url,
+        timeout=settings.db_timeout_seconds,
+        pool_size=settings.db_pool_size,
+    )
     secret = load_secret_key(settings)
     protect_secret(secret)
     tokens = TokenService(
@@ -120,6 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings, tokens=services.tokens, metrics=services.metrics
         )
         try:
+            await services.db.ping()  # opens the pool, every connection of it, before serving
             await ensure_admin(services.db, settings, services.passwords)
             await services.passwords.warm_up()
             await services.feed.start()

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     """How long change-log entries are kept for resuming clients."""
     db_timeout_seconds: float = Field(default=1.5, gt=0, le=60)
     """Bound on connecting to and querying PostgreSQL (and on the `/healthz` probe)."""
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
+    """PostgreSQL connections each process opens at start and keeps for its requests."""
     lease_sweep_seconds: float = Field(default=2.0, gt=0, le=300)
     """How often each process returns jobs whose lease expired."""
     retry_backoff_seconds: float = Field(default=2.0, ge=0, le=3600)

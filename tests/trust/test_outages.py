@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from tests.factories import ADMIN_PASSWORD
 from tests.server import ServerProcess
@@ -119,3 +123,60 @@ def test_postgres_hung_gives_503_then_recovers(
             cluster.resume(pids)
         _first_success_within(client, 5.0)
         assert client.get("/healthz").status_code == 200
+
+
+def test_a_postgres_restart_under_traffic_is_clean(
+    cluster: pgcluster.PgCluster, server: ServerProcess
+) -> None:
+    """No traceback and no 500 while PostgreSQL restarts (a 503 is the truth meanwhile), and
+    live changes flow again after."""
+    started = datetime.now(UTC).isoformat()
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        token = client.post("/auth/login", json=LOGIN).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        stop = threading.Event()
+
+        def traffic() -> None:
+            with httpx.Client(base_url=server.url, timeout=10) as own:
+                while not stop.is_set():
+                    own.get("/api/v1/jobs", headers=auth)
+                    own.post("/api/v1/collab/tasks", headers=auth, json={"title": "load"})
+
+        workers = [threading.Thread(target=traffic) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        try:
+            with ws_connect(f"{server.ws_url}/ws", additional_headers=auth) as ws:
+                ws.recv(timeout=10)
+                ws.send('{"type": "subscribe", "collections": ["tasks"]}')
+                for _ in range(2):
+                    time.sleep(0.5)
+                    cluster.stop("fast")
+                    time.sleep(0.5)
+                    cluster.start()
+                _first_success_within(client, 5.0)
+                stop.set()
+                created = client.post("/api/v1/collab/tasks", headers=auth, json={"title": "after"})
+                assert created.status_code == 201, created.text
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    frame = json.loads(ws.recv(timeout=10))
+                    if frame.get("type") == "change" and frame["id"] == created.json()["id"]:
+                        break
+                else:
+                    raise AssertionError("the change after the restart never arrived")
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+    errors = []
+    for line in server.logs().splitlines():
+        if not line.startswith("{") or "Traceback" in line:
+            errors.append(line)
+            continue
+        entry = json.loads(line)
+        if entry.get("timestamp", "") < started or entry.get("level") not in ("error", "critical"):
+            continue
+        if entry.get("logger") != "orchestrator.access" or entry.get("status") != 503:
+            errors.append(line)
+    assert errors == [], errors[:3]

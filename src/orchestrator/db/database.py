@@ -43,6 +43,9 @@ _PG_UNAVAILABLE = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # A connection interrupted while the server went away (in a restart, one being opened)
+    # can be left in a state no statement may use: the server is as good as gone for it.
+    asyncpg.InternalClientError,
 )
 
 
@@ -453,6 +456,12 @@ class _PgTransaction:
         return int(last) if last.isdigit() else 0
 
 
+def _terminate(conn: Any) -> None:
+    """Close a pooled connection at once; one the pool has already let go of is left alone."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
 class PostgresDatabase:
     """PostgreSQL through an asyncpg pool; every call is bounded by a timeout."""
 
@@ -474,13 +483,17 @@ class PostgresDatabase:
         async with self._pool_lock:
             if self._pool is None:
                 try:
+                    # `min_size` connections are opened here, at the first use (the start), and
+                    # none is dropped for being idle: a pool that opens them on demand meets a
+                    # burst of requests with connections that each take a round of handshakes
+                    # to open, within the same deadline as the statement they are for.
                     self._pool = await asyncpg.create_pool(
                         self.dsn,
-                        min_size=0,
+                        min_size=self._min_size,
                         max_size=self._max_size,
                         timeout=self.timeout,
                         command_timeout=self.timeout,
-                        max_inactive_connection_lifetime=60,
+                        max_inactive_connection_lifetime=0,
                     )
                 except _PG_UNAVAILABLE as exc:
                     raise DatabaseUnavailable(type(exc).__name__) from exc
@@ -495,16 +508,22 @@ class PostgresDatabase:
             raise DatabaseUnavailable(type(exc).__name__) from exc
         try:
             yield conn
-        except _PG_UNAVAILABLE as exc:
+        except (*_PG_UNAVAILABLE, DatabaseUnavailable) as exc:
             # A connection whose statement timed out would make the release wait for the
-            # server to confirm the cancel (another full timeout when it hangs): drop it.
-            conn.terminate()
+            # server to confirm the cancel (another full timeout when it hangs), and one the
+            # server dropped is of no further use: either way, drop it.
+            _terminate(conn)
+            if isinstance(exc, DatabaseUnavailable):
+                raise
             raise DatabaseUnavailable(type(exc).__name__) from exc
         except asyncio.CancelledError:
-            conn.terminate()  # cancelled mid-statement (a deadline): same reason
+            _terminate(conn)  # cancelled mid-statement (a deadline): same reason
             raise
         finally:
-            await pool.release(conn)
+            # The reset on release may meet a connection the server has just dropped; the
+            # pool has then closed it, and what ran on it before stands (committed or not).
+            with contextlib.suppress(*_PG_UNAVAILABLE):
+                await pool.release(conn)
 
     async def _read(self, call: Callable[[_PgTransaction], Awaitable[T]]) -> T:
         # One deadline for acquire (which may connect) and the statement together.
@@ -595,13 +614,20 @@ def prepare_sqlite_file(path: Path) -> None:
                 log.warning("sqlite_file_made_private", path=str(name), was=oct(mode))
 
 
-def open_database(url: str, *, timeout: float) -> SqliteDatabase | PostgresDatabase:
-    """The backend for a database URL."""
+def open_database(
+    url: str, *, timeout: float, pool_size: int | None = None
+) -> SqliteDatabase | PostgresDatabase:
+    """The backend for a database URL; `pool_size` PostgreSQL connections, all opened at once
+    (by default one, growing to ten on demand)."""
     scheme = url.split("://", 1)[0]
     if scheme.startswith("sqlite"):
         path = sqlite_path(url)
         prepare_sqlite_file(path)
         return SqliteDatabase(path)
     if scheme.startswith("postgres"):
-        return PostgresDatabase(postgres_dsn(url), timeout=timeout)
+        if pool_size is None:
+            return PostgresDatabase(postgres_dsn(url), timeout=timeout)
+        return PostgresDatabase(
+            postgres_dsn(url), timeout=timeout, min_size=pool_size, max_size=pool_size
+        )
     raise ValueError(f"unsupported database URL scheme {scheme!r}")

@@ -37,6 +37,7 @@ class ChangeFeed:
         self._listen_conn: Any = None
         self._listen_checked = 0.0
         self._stopping = False
+        self._outage = False
         self.latest_seen = 0  # the newest revision this process has heard of
 
     @property
@@ -91,10 +92,12 @@ class ChangeFeed:
                 return
             try:
                 await self._drain()
-            except DatabaseUnavailable:
-                log.warning("change_feed_database_unavailable")
+            except DatabaseUnavailable as exc:
+                self._unavailable("change_feed_database_unavailable", exc)
             except Exception:
                 log.exception("change_feed_error")
+            else:
+                self._available()
 
     async def _drain(self) -> None:
         while True:
@@ -139,7 +142,18 @@ class ChangeFeed:
             self._listen_checked = time.monotonic()
             self.wake()  # anything committed while we were not listening
         except Exception as exc:
-            log.warning("change_listener_unavailable", error=type(exc).__name__)
+            self._unavailable("change_listener_unavailable", exc)
+
+    def _unavailable(self, event: str, exc: BaseException) -> None:
+        """Say once per outage that the database is away (the poll retries every interval)."""
+        if not self._outage:
+            self._outage = True
+            log.warning(event, error=type(exc).__name__)
+
+    def _available(self) -> None:
+        if self._outage:
+            self._outage = False
+            log.info("change_feed_database_recovered")
 
     def _notified(self, payload: str) -> None:
         if payload.isdigit():

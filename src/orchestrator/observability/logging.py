@@ -122,6 +122,22 @@ class _NoWebSocketRequestLines(logging.Filter):
         return not (isinstance(record.msg, str) and record.msg.startswith('%s - "WebSocket '))
 
 
+class _ErrorNameOnly(logging.Filter):
+    """A retry that fails while the database is away is no traceback, only its reason.
+
+    asyncpg keeps the pool at its size by reconnecting in the background (after a database
+    restart, say), and logs each failed attempt with a full traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()} ({type(record.exc_info[1]).__name__})"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 class _JsonLinesLogger:
     """Where our own (structlog) events go: each is already one JSON line, written to the
     handlers' streams under their locks.
@@ -231,6 +247,7 @@ def configure_logging(settings: Settings) -> None:
         handler.addFilter(_NoWebSocketRequestLines())
         root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger("asyncpg.pool").addFilter(_ErrorNameOnly())
     # aiosqlite's debug lines repeat every statement with its bound values (password hashes)
     logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
     # uvicorn's access log prints raw request lines (including ?token=); ours replaces it.
