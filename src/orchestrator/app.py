@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
 
 from orchestrator import __version__
 from orchestrator.auth.api_keys import ApiKeyDirectory
 from orchestrator.auth.cookies import SessionCookieMiddleware
+from orchestrator.auth.deps import Authenticator
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.routes import router as auth_router
 from orchestrator.auth.session_routes import router as session_router
@@ -17,13 +19,15 @@ from orchestrator.auth.sessions import SessionDirectory, SessionKeys
 from orchestrator.auth.tokens import TokenService
 from orchestrator.auth.user_routes import router as user_router
 from orchestrator.auth.users import UserDirectory
+from orchestrator.background import running
 from orchestrator.bootstrap import ensure_admin
-from orchestrator.changes.realtime import drain, realtime
+from orchestrator.changes.hub import Hub
 from orchestrator.changes.routes import router as changes_router
 from orchestrator.config import Settings, load_secret_key
 from orchestrator.console.routes import router as console_router
 from orchestrator.db import open_database
 from orchestrator.db.feed import ChangeFeed
+from orchestrator.db.retention import retention_pruner
 from orchestrator.faults import FaultResponseMiddleware, faults_for
 from orchestrator.health import router as health_router
 from orchestrator.http.allow import AllowHeaderMiddleware
@@ -33,15 +37,20 @@ from orchestrator.http.cors import Cors
 from orchestrator.http.docs import install_docs
 from orchestrator.http.errors import UnhandledErrorMiddleware, install_error_handlers
 from orchestrator.http.head import HeadAsGetMiddleware
+from orchestrator.http.lists import ListCache
 from orchestrator.http.openapi import install_openapi
 from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits
 from orchestrator.http.request_id import RequestIdMiddleware
+from orchestrator.http.resource_ids import register_resource_ids
+from orchestrator.http.routing import routes_of
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
 from orchestrator.jobs.lease_routes import router as lease_router
+from orchestrator.jobs.leases import ClaimWaiters
 from orchestrator.jobs.routes import router as jobs_router
-from orchestrator.jobs.sweeper import Sweeper
+from orchestrator.jobs.sweeper import lease_sweeper
 from orchestrator.observability.access_log import AccessLogMiddleware, name_plain_routes
 from orchestrator.observability.logging import protect_secret
+from orchestrator.observability.metrics import Metrics
 from orchestrator.observability.routes import router as metrics_router
 from orchestrator.observability.routes import test_router as test_fault_router
 from orchestrator.services import Services
@@ -51,6 +60,7 @@ API_PREFIX = "/api/v1"
 
 
 def build_services(settings: Settings) -> Services:
+    """Every per-process object, wired together; nothing runs until the lifespan starts it."""
     db = open_database(
         settings.resolved_database_url,
         timeout=settings.db_timeout_seconds,
@@ -72,9 +82,15 @@ def build_services(settings: Settings) -> Services:
         db, remember_seconds=tokens.lifetime_seconds + tokens.leeway_seconds + 60
     )
     api_keys = ApiKeyDirectory(db)
+    session_keys = SessionKeys.from_secret(secret)
+    metrics = Metrics()
+    rate_limits = RateLimits.from_settings(settings, tokens=tokens, metrics=metrics)
+    claim_waiters = ClaimWaiters()
     feed = ChangeFeed(db, poll_seconds=settings.change_poll_seconds)
     for listener in (users.on_change, sessions.on_change, api_keys.on_change):
         feed.add_listener(listener)
+    feed.add_listener(claim_waiters.on_change)
+    metrics.feed_lag.set_function(lambda: feed.lag)
     return Services(
         settings=settings,
         db=db,
@@ -83,8 +99,31 @@ def build_services(settings: Settings) -> Services:
         users=users,
         sessions=sessions,
         api_keys=api_keys,
-        session_keys=SessionKeys.from_secret(secret),
+        session_keys=session_keys,
+        authenticator=Authenticator(
+            settings=settings,
+            db=db,
+            tokens=tokens,
+            users=users,
+            sessions=sessions,
+            api_keys=api_keys,
+            session_keys=session_keys,
+            trusts=rate_limits.client_address.is_trusted,
+        ),
+        metrics=metrics,
+        rate_limits=rate_limits,
         feed=feed,
+        hub=Hub(db=db, feed=feed, metrics=metrics),
+        claim_waiters=claim_waiters,
+        list_cache=ListCache(),
+        sweeper=lease_sweeper(
+            db, interval=settings.lease_sweep_seconds, on_expired=metrics.job_leases_expired.inc
+        ),
+        pruner=retention_pruner(
+            db,
+            keep=timedelta(hours=settings.change_retention_hours),
+            every_seconds=settings.change_prune_interval_seconds,
+        ),
     )
 
 
@@ -92,7 +131,7 @@ def begin_shutdown(app: FastAPI) -> None:
     """The server stops accepting: end what would hold its graceful shutdown up."""
     services = getattr(app.state, "services", None)
     if isinstance(services, Services):
-        drain(services)
+        services.hub.drain()
 
 
 def add_routes(app: FastAPI, router: APIRouter) -> None:
@@ -103,40 +142,29 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
     an authenticated read. Our routers carry their full paths and no prefix, dependencies or
     settings of their own at inclusion, so their routes need no wrapping.
     """
-    for route in router.routes:
-        app.router.routes.append(route)
+    app.router.routes.extend(routes_of(router))
 
 
 def create_app(settings: Settings) -> FastAPI:
     """The ASGI app. The database must already be migrated (`orchestrator db upgrade`)."""
     faults = faults_for(settings)
+    register_resource_ids()  # before any route is made: their paths use it
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
-        sweeper = Sweeper(
-            services.db,
-            interval=settings.lease_sweep_seconds,
-            on_expired=services.metrics.job_leases_expired.inc,
-        )
-        services.rate_limits = RateLimits.from_settings(
-            settings, tokens=services.tokens, metrics=services.metrics
-        )
+        app.state.authenticator = services.authenticator
         try:
             await services.db.ping()  # opens the pool, every connection of it, before serving
             await ensure_admin(services.db, settings, services.passwords)
             await services.passwords.warm_up()
-            await services.feed.start()
-            await services.sessions.load()  # after the feed: it delivers what came later
             services.db.faults = faults
             faults.arm()
-            sweeper.start()
-            async with realtime(services):
+            async with running(services.background):
+                await services.sessions.load()  # after the feed: it delivers what came later
                 yield
         finally:
-            await sweeper.stop()
-            await services.feed.stop()
             await services.api_keys.close()
             await services.rate_limits.close()
             await services.db.close()

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from orchestrator.auth.deps import services_of
 from orchestrator.http.errors import error_response
+from orchestrator.services import services_of
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["health"])

@@ -1,23 +1,33 @@
-"""The per-process objects that routes and background tasks share."""
+"""The per-process objects that routes and background work share, built at start-up."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
 
 from orchestrator.auth.api_keys import ApiKeyDirectory
+from orchestrator.auth.deps import Authenticator
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.sessions import SessionDirectory, SessionKeys
 from orchestrator.auth.tokens import TokenService
 from orchestrator.auth.users import UserDirectory
+from orchestrator.background import Background
+from orchestrator.changes.hub import Hub
 from orchestrator.config import Settings
 from orchestrator.db import Database
 from orchestrator.db.feed import ChangeFeed
+from orchestrator.db.periodic import Periodic
+from orchestrator.http.lists import ListCache
 from orchestrator.http.rate_limit import RateLimits
+from orchestrator.jobs.leases import ClaimWaiters
 from orchestrator.observability.metrics import Metrics
 
 
 @dataclass
 class Services:
+    """Everything a request may need besides itself; `create_app` builds it in the lifespan."""
+
     settings: Settings
     db: Database
     tokens: TokenService
@@ -26,7 +36,22 @@ class Services:
     sessions: SessionDirectory
     api_keys: ApiKeyDirectory
     session_keys: SessionKeys
+    authenticator: Authenticator
+    metrics: Metrics
+    rate_limits: RateLimits
     feed: ChangeFeed
-    metrics: Metrics = field(default_factory=Metrics)
-    rate_limits: RateLimits = field(default_factory=RateLimits.disabled)
-    extras: dict[str, object] = field(default_factory=dict)
+    hub: Hub
+    claim_waiters: ClaimWaiters
+    list_cache: ListCache
+    sweeper: Periodic
+    pruner: Periodic
+
+    @property
+    def background(self) -> tuple[Background, ...]:
+        """The workers that run beside the requests, in the order they start."""
+        return (self.feed, self.hub, self.sweeper, self.pruner)
+
+
+def services_of(conn: HTTPConnection) -> Services:
+    services: Services = conn.app.state.services
+    return services

@@ -13,7 +13,6 @@ import uvicorn
 from fastapi import FastAPI
 
 from orchestrator.changes.hub import Outbox, Subscriber
-from orchestrator.changes.realtime import hub_of
 from orchestrator.config import Settings
 from orchestrator.db import Database
 from orchestrator.db.changelog import latest_revision, record_change
@@ -48,7 +47,7 @@ async def write(db: Database, title: str) -> int:
 
 async def test_replay_hands_off_to_live_without_gap_or_duplicate(services: Services) -> None:
     """Writes land while a slow subscriber replays; a tiny queue forces every overflow path."""
-    feed = hub_of(services).feed
+    feed = services.hub.feed
 
     async def write_delivered(title: str) -> int:
         # As in a server, where the feed delivers each commit before the next request's.
@@ -59,7 +58,7 @@ async def test_replay_hands_off_to_live_without_gap_or_duplicate(services: Servi
     start = await latest_revision(services.db)
     before = [await write_delivered(f"before {n}") for n in range(30)]
     outbox = Outbox(limit=4)
-    subscriber = Subscriber(hub_of(services), outbox)
+    subscriber = Subscriber(services.hub, outbox)
     # The subscriber fills its queue and waits for the client; the live buffer overflows.
     subscribing = asyncio.create_task(subscriber.subscribe(["tasks"], start))
     during = [await write_delivered(f"during {n}") for n in range(60)]

@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
 from orchestrator.auth import opaque
+from orchestrator.auth.api_keys import ApiKeyDirectory
 from orchestrator.auth.cookies import (
     CSRF_COOKIE,
     CSRF_HEADER,
@@ -34,15 +35,18 @@ from orchestrator.auth.cookies import (
 from orchestrator.auth.sessions import (
     Grant,
     Lifetimes,
+    SessionDirectory,
+    SessionKeys,
     TokenRecord,
     TokenReused,
     no_access,
     rotate,
 )
-from orchestrator.auth.users import Role
+from orchestrator.auth.tokens import TokenService
+from orchestrator.auth.users import Role, UserDirectory
 from orchestrator.config import Settings
+from orchestrator.db import Database
 from orchestrator.errors import Forbidden, Unauthorized
-from orchestrator.services import Services
 
 # Longer than any token we issue; a longer one is refused before any parsing.
 MAX_CREDENTIAL = 4096
@@ -81,9 +85,24 @@ def lifetimes_of(settings: Settings) -> Lifetimes:
     )
 
 
-def services_of(conn: HTTPConnection) -> Services:
-    services: Services = conn.app.state.services
-    return services
+@dataclass(frozen=True, slots=True)
+class Authenticator:
+    """What authenticating a request reads. The app keeps one on its state
+    (`app.state.authenticator`), so auth needs nothing of the app-level auth."""
+
+    settings: Settings
+    db: Database
+    tokens: TokenService
+    users: UserDirectory
+    sessions: SessionDirectory
+    api_keys: ApiKeyDirectory
+    session_keys: SessionKeys
+    trusts: Callable[[str], bool]  # whether a peer address is a trusted proxy
+
+
+def authenticator_of(conn: HTTPConnection) -> Authenticator:
+    authenticator: Authenticator = conn.app.state.authenticator
+    return authenticator
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -95,23 +114,23 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
-async def authenticate(services: Services, token: str | None) -> Principal:
+async def authenticate(auth: Authenticator, token: str | None) -> Principal:
     """The user a bearer credential (access token or API key) speaks for, or `Unauthorized`."""
     if token is None:
         raise Unauthorized()
     if len(token) > MAX_CREDENTIAL:
         raise Unauthorized("Invalid token")
     if opaque.looks_like_api_key(token):
-        return await _authenticate_key(services, token)
+        return await _authenticate_key(auth, token)
     if opaque.is_refresh_token(token) or opaque.is_browser_token(token):
         raise Unauthorized("A refresh token is not an access token; exchange it at /auth/refresh")
-    claims = services.tokens.verify(token)
-    user = await services.users.get(claims.sub)
+    claims = auth.tokens.verify(token)
+    user = await auth.users.get(claims.sub)
     if user is None or user.disabled:
         raise Unauthorized("Invalid token")
     if claims.iat < user.tokens_valid_after.timestamp():
         raise Unauthorized("Token revoked")
-    if claims.sid is not None and services.sessions.is_revoked(claims.sid):
+    if claims.sid is not None and auth.sessions.is_revoked(claims.sid):
         raise Unauthorized("Token revoked")
     return Principal(
         id=user.id,
@@ -124,19 +143,19 @@ async def authenticate(services: Services, token: str | None) -> Principal:
     )
 
 
-async def _authenticate_key(services: Services, secret: str) -> Principal:
+async def _authenticate_key(auth: Authenticator, secret: str) -> Principal:
     if not opaque.is_api_key(secret):
         raise Unauthorized("Invalid API key")
-    key = await services.api_keys.get(secret)
+    key = await auth.api_keys.get(secret)
     if key is None:
         raise Unauthorized("Invalid API key")
     now = datetime.now(UTC)
     if key.expires_at <= now:
         raise Unauthorized("API key expired")
-    user = await services.users.get(key.username)
+    user = await auth.users.get(key.username)
     if user is None or user.disabled:
         raise Unauthorized("Invalid API key")
-    services.api_keys.used(key, now)
+    auth.api_keys.used(key, now)
     return Principal(
         id=user.id,
         username=user.username,
@@ -149,25 +168,25 @@ async def _authenticate_key(services: Services, secret: str) -> Principal:
 
 
 async def authenticate_cookie(
-    services: Services, cookie: str, *, rotate_if_due: bool
+    auth: Authenticator, cookie: str, *, rotate_if_due: bool
 ) -> tuple[Principal, Grant | None]:
     """The user a browser-session cookie speaks for, and the rotated cookie if it was due."""
     if len(cookie) > MAX_CREDENTIAL or not opaque.is_browser_token(cookie):
         raise Unauthorized("Invalid session")
-    record = await services.sessions.browser_token(cookie)
+    record = await auth.sessions.browser_token(cookie)
     if record is None:
         raise Unauthorized("Invalid session")
-    lifetimes = lifetimes_of(services.settings)
+    lifetimes = lifetimes_of(auth.settings)
     now = datetime.now(UTC)
     grant: Grant | None = None
-    rotate_every = timedelta(minutes=services.settings.session_cookie_rotate_minutes)
+    rotate_every = timedelta(minutes=auth.settings.session_cookie_rotate_minutes)
     due = now - record.created_at >= rotate_every
     if record.used_at is not None or (rotate_if_due and due):
         # Used up already (another tab, or a copy: the database decides), or time to rotate.
-        grant = await _rotate_browser(services, cookie, lifetimes)
+        grant = await _rotate_browser(auth, cookie, lifetimes)
         record = grant.record
-    await _check_browser(services, record, now)
-    user = await services.users.get(record.username)
+    await _check_browser(auth, record, now)
+    user = await auth.users.get(record.username)
     assert user is not None  # checked just above
     principal = Principal(
         id=user.id,
@@ -181,16 +200,16 @@ async def authenticate_cookie(
     return principal, grant
 
 
-async def _rotate_browser(services: Services, cookie: str, lifetimes: Lifetimes) -> Grant:
-    sessions = services.sessions
+async def _rotate_browser(auth: Authenticator, cookie: str, lifetimes: Lifetimes) -> Grant:
+    sessions = auth.sessions
     try:
         grant = await rotate(
-            services.db,
+            auth.db,
             token=cookie,
             kind="browser",
             lifetimes=lifetimes,
             issue_access=no_access,
-            successor_key=services.session_keys.successor,
+            successor_key=auth.session_keys.successor,
             reissue=lambda _record: None,
         )
     except TokenReused as exc:
@@ -201,10 +220,10 @@ async def _rotate_browser(services: Services, cookie: str, lifetimes: Lifetimes)
     return grant
 
 
-async def _check_browser(services: Services, record: TokenRecord, now: datetime) -> None:
-    if services.sessions.is_revoked(record.session_id):
+async def _check_browser(auth: Authenticator, record: TokenRecord, now: datetime) -> None:
+    if auth.sessions.is_revoked(record.session_id):
         raise Unauthorized("Session revoked")
-    user = await services.users.get(record.username)
+    user = await auth.users.get(record.username)
     if (
         user is None
         or user.disabled
@@ -216,7 +235,7 @@ async def _check_browser(services: Services, record: TokenRecord, now: datetime)
         raise Unauthorized("Session expired")
 
 
-async def recheck(services: Services, principal: Principal) -> None:
+async def recheck(auth: Authenticator, principal: Principal) -> None:
     """`Unauthorized` if what a long-lived connection authenticated with no longer holds.
 
     A cookie is not presented again: it may have been rotated by the browser's other requests
@@ -226,12 +245,12 @@ async def recheck(services: Services, principal: Principal) -> None:
     if credential is None:
         return
     if not credential.cookie:
-        await authenticate(services, credential.secret)
+        await authenticate(auth, credential.secret)
         return
-    user = await services.users.get(principal.username)
+    user = await auth.users.get(principal.username)
     if user is None or user.disabled or principal.issued_at < user.tokens_valid_after.timestamp():
         raise Unauthorized("Session revoked")
-    if principal.session_id is not None and services.sessions.is_revoked(principal.session_id):
+    if principal.session_id is not None and auth.sessions.is_revoked(principal.session_id):
         raise Unauthorized("Session revoked")
     if time.time() >= principal.expires_at:
         raise Unauthorized("Session expired")
@@ -243,24 +262,24 @@ async def authenticate_websocket(conn: HTTPConnection, token: str | None) -> Pri
     Browsers send cookies with cross-site WebSocket handshakes too (no CORS applies), so a
     cookie only counts from our own origin or a configured one (cross-site WebSocket hijacking).
     """
-    services = services_of(conn)
+    auth = authenticator_of(conn)
     if token is not None:
-        return await authenticate(services, token)
+        return await authenticate(auth, token)
     cookie = cookie_value(conn.scope, SESSION_COOKIE)
     if cookie is None:
         raise Unauthorized("Missing token")
-    if not origin_allowed(conn.scope, services.settings.cors_origins):
+    if not origin_allowed(conn.scope, auth.settings.cors_origins):
         raise Unauthorized("Origin not allowed for a cookie-authenticated WebSocket")
-    principal, _ = await authenticate_cookie(services, cookie, rotate_if_due=False)
+    principal, _ = await authenticate_cookie(auth, cookie, rotate_if_due=False)
     return principal
 
 
-def check_csrf(request: HTTPConnection, principal: Principal, services: Services) -> None:
+def check_csrf(request: HTTPConnection, principal: Principal, auth: Authenticator) -> None:
     """Double submit: the header must equal the cookie, and both belong to this session."""
     header = request.headers.get(CSRF_HEADER)
     cookie = cookie_value(request.scope, CSRF_COOKIE)
     assert principal.session_id is not None
-    expected = csrf_token(principal.session_id, key=services.session_keys.csrf)
+    expected = csrf_token(principal.session_id, key=auth.session_keys.csrf)
     if (
         header is None
         or cookie is None
@@ -270,43 +289,41 @@ def check_csrf(request: HTTPConnection, principal: Principal, services: Services
         raise Forbidden("Missing or wrong X-CSRF-Token: send the orch_csrf cookie's value")
 
 
-def secure_cookies(conn: HTTPConnection, services: Services) -> bool:
+def secure_cookies(conn: HTTPConnection, auth: Authenticator) -> bool:
     """`Secure` whenever the request came over HTTPS, or always in production."""
-    if services.settings.environment == "production":
+    if auth.settings.environment == "production":
         return True
-    return is_https(conn.scope, trusts=services.rate_limits.client_address.is_trusted)
+    return is_https(conn.scope, trusts=auth.trusts)
 
 
 def cookie_headers(
-    conn: HTTPConnection, services: Services, grant: Grant
+    conn: HTTPConnection, auth: Authenticator, grant: Grant
 ) -> list[tuple[bytes, bytes]]:
     """The Set-Cookie headers that hand `grant` to the browser."""
     max_age = max(0, int((grant.refresh_expires_at - datetime.now(UTC)).total_seconds()))
     return session_cookies(
         token=grant.refresh_token,
-        csrf=csrf_token(grant.session_id, key=services.session_keys.csrf),
+        csrf=csrf_token(grant.session_id, key=auth.session_keys.csrf),
         max_age=max_age,
-        secure=secure_cookies(conn, services),
+        secure=secure_cookies(conn, auth),
     )
 
 
 async def authenticate_request(request: Request) -> Principal:
     """The bearer credential if there is one, else the session cookie (with its CSRF rule)."""
-    services = services_of(request)
+    auth = authenticator_of(request)
     authorization = request.headers.get("authorization")
     if authorization is not None:
-        principal = await authenticate(services, bearer_token(authorization))
+        principal = await authenticate(auth, bearer_token(authorization))
     else:
         cookie = cookie_value(request.scope, SESSION_COOKIE)
         if cookie is None:
             raise Unauthorized()
-        principal, grant = await authenticate_cookie(services, cookie, rotate_if_due=True)
+        principal, grant = await authenticate_cookie(auth, cookie, rotate_if_due=True)
         if grant is not None:
-            request.scope.setdefault("state", {})[STATE_KEY] = cookie_headers(
-                request, services, grant
-            )
+            request.scope.setdefault("state", {})[STATE_KEY] = cookie_headers(request, auth, grant)
         if request.method not in SAFE_METHODS:
-            check_csrf(request, principal, services)
+            check_csrf(request, principal, auth)
     if principal.read_only and request.method not in READ_ONLY_METHODS:
         raise Forbidden("This API key is read-only")
     return principal

@@ -21,7 +21,6 @@ from orchestrator.auth.deps import (
     cookie_headers,
     lifetimes_of,
     secure_cookies,
-    services_of,
 )
 from orchestrator.auth.sessions import (
     Grant,
@@ -37,6 +36,7 @@ from orchestrator.auth.sessions import (
 from orchestrator.auth.users import MAX_PASSWORD, MAX_USERNAME, User, verify_credentials
 from orchestrator.errors import Forbidden, Unauthorized
 from orchestrator.representation import canonical_json
+from orchestrator.services import services_of
 
 router = APIRouter(tags=["auth"])
 
@@ -214,7 +214,7 @@ async def browser_session(request: Request) -> Response:
         raise Forbidden("Sign-in from a page of another origin")
     grant = await _sign_in(request, await _read_login_form(request), "browser")
     response = Response(status_code=204, headers=_NO_STORE)
-    response.raw_headers.extend(cookie_headers(request, services, grant))
+    response.raw_headers.extend(cookie_headers(request, services.authenticator, grant))
     return response
 
 
@@ -235,7 +235,7 @@ async def logout(request: Request, body: LogoutRequest | None = None) -> Respons
     response = Response(status_code=204, headers=_NO_STORE)
     authorization = request.headers.get("authorization")
     if authorization is not None:
-        principal = await authenticate(services, bearer_token(authorization))
+        principal = await authenticate(services.authenticator, bearer_token(authorization))
         if principal.api_key_id is not None:
             raise Forbidden(
                 "An API key has no session: revoke it with DELETE /api/v1/api-keys/{id}"
@@ -244,12 +244,16 @@ async def logout(request: Request, body: LogoutRequest | None = None) -> Respons
         cookie = cookie_value(request.scope, SESSION_COOKIE)
         if cookie is None:
             raise Unauthorized()
-        response.raw_headers.extend(clearing_cookies(secure=secure_cookies(request, services)))
+        response.raw_headers.extend(
+            clearing_cookies(secure=secure_cookies(request, services.authenticator))
+        )
         try:
-            principal, _ = await authenticate_cookie(services, cookie, rotate_if_due=False)
+            principal, _ = await authenticate_cookie(
+                services.authenticator, cookie, rotate_if_due=False
+            )
         except Unauthorized:
             return response  # that session is over already: only the cookies remain to go
-        check_csrf(request, principal, services)
+        check_csrf(request, principal, services.authenticator)
     request.state.user = principal.username
     ending = {principal.session_id} if principal.session_id else set()
     if body is not None and body.refresh_token is not None:

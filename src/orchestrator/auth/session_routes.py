@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.responses import Response
 
-import orchestrator.http.resource_ids  # noqa: F401  (the {…:id} path convertor)
-from orchestrator.auth.deps import CurrentUser, Principal, lifetimes_of, services_of
+from orchestrator.auth.deps import CurrentUser, Principal, lifetimes_of
 from orchestrator.auth.sessions import list_sessions, revoke_session, session_body, session_owner
 from orchestrator.auth.users import MAX_USERNAME, get_user
 from orchestrator.errors import Forbidden, NotFound
+from orchestrator.http.routing import Routes
 from orchestrator.representation import canonical_json
+from orchestrator.services import services_of
 
-router = APIRouter(tags=["sessions"])
+router = Routes(tags=["sessions"])
 
 _PRIVATE = {"Cache-Control": "private, no-store"}
 Username = Annotated[

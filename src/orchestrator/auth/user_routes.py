@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from orchestrator.auth.deps import Admin, Reader, services_of
+from orchestrator.auth.deps import Admin, Reader
 from orchestrator.auth.users import list_users, user_body
 from orchestrator.errors import Unauthorized
 from orchestrator.http.lists import refuse_unknown
 from orchestrator.representation import canonical_json
+from orchestrator.services import services_of
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 

@@ -8,11 +8,9 @@ everything this process had delivered at registration, so the union has no gap.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -291,10 +289,10 @@ class Hub:
         self._per_user: dict[str, int] = {}
         self.draining = asyncio.Event()  # set when the server begins to shut down
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self.feed.add_listener(self.on_change)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         self.feed.remove_listener(self.on_change)
 
     def drain(self) -> None:
@@ -342,14 +340,3 @@ class Hub:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
-
-
-async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel `task` and wait until it has ended (swallowing its outcome)."""
-    if task is None or task.done():
-        if task is not None and not task.cancelled():
-            task.exception()  # retrieved, so asyncio does not warn about it
-        return
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await task

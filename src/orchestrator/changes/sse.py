@@ -13,7 +13,8 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from orchestrator.auth.deps import Principal, Reader, recheck, services_of
+from orchestrator.auth.deps import Principal, Reader, recheck
+from orchestrator.background import cancel_and_wait
 from orchestrator.changes.hub import (
     SUBSCRIBABLE,
     Hub,
@@ -22,13 +23,11 @@ from orchestrator.changes.hub import (
     ResyncRequired,
     Session,
     Subscriber,
-    cancel_and_wait,
 )
-from orchestrator.changes.realtime import hub_of
 from orchestrator.db import DatabaseUnavailable
 from orchestrator.errors import Unauthorized, Unprocessable
 from orchestrator.http.errors import error_response
-from orchestrator.services import Services
+from orchestrator.services import Services, services_of
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -185,7 +184,7 @@ class EventStream(Response):
                     return  # the client reconnects with Last-Event-ID (elsewhere, at shutdown)
                 self.session.revalidate.clear()
                 try:
-                    await recheck(self.services, self.principal)
+                    await recheck(self.services.authenticator, self.principal)
                 except Unauthorized:
                     return
                 except DatabaseUnavailable:
@@ -216,7 +215,7 @@ async def change_stream(
     services = services_of(request)
     names = parse_collections(collections)
     resume = parse_last_event_id(last_event_id)
-    hub = hub_of(services)
+    hub = services.hub
     session = hub.open_session(user.username, limit=services.settings.ws_max_connections_per_user)
     if session is None:
         return error_response(request.scope, 429, "Too many live connections for this user")

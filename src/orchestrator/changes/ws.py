@@ -17,8 +17,8 @@ from orchestrator.auth.deps import (
     authenticate_websocket,
     bearer_token,
     recheck,
-    services_of,
 )
+from orchestrator.background import cancel_and_wait
 from orchestrator.changes.hub import (
     SUBSCRIBABLE,
     Hub,
@@ -27,13 +27,11 @@ from orchestrator.changes.hub import (
     ResyncRequired,
     Session,
     Subscriber,
-    cancel_and_wait,
     frame,
 )
-from orchestrator.changes.realtime import hub_of
 from orchestrator.db import DatabaseUnavailable
 from orchestrator.errors import Unauthorized
-from orchestrator.services import Services
+from orchestrator.services import Services, services_of
 from orchestrator.timestamps import iso, utcnow
 
 log = structlog.get_logger(__name__)
@@ -213,7 +211,7 @@ class Connection:
                 if self.session.revalidate.is_set():
                     self.session.revalidate.clear()
                     try:
-                        await recheck(self.services, self.principal)
+                        await recheck(self.services.authenticator, self.principal)
                     except Unauthorized as exc:
                         raise Close(POLICY_VIOLATION, exc.message) from None
                     except DatabaseUnavailable:
@@ -303,7 +301,7 @@ async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
 
 async def _serve(websocket: WebSocket) -> None:
     services = services_of(websocket)
-    hub = hub_of(services)
+    hub = services.hub
     try:
         principal = await _admit(websocket)
     except Unauthorized as exc:

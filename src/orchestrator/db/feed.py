@@ -15,9 +15,9 @@ from typing import Any
 
 import structlog
 
-from orchestrator.db import Database, DatabaseUnavailable
+from orchestrator.background import stop_task
 from orchestrator.db.changelog import NOTIFY_CHANNEL, Change, changes_after, latest_revision
-from orchestrator.db.database import PostgresDatabase
+from orchestrator.db.database import Database, DatabaseUnavailable, PostgresDatabase
 
 log = structlog.get_logger(__name__)
 
@@ -63,12 +63,8 @@ class ChangeFeed:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            # Cancel until it ends: on 3.11 a cancel can be swallowed inside asyncio.wait_for.
-            while not self._task.done():
-                self._task.cancel()
-                await asyncio.wait({self._task}, timeout=1)
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         await self._close_listener()
 
     async def wait_past(self, revision: int, within: float) -> bool:

@@ -169,14 +169,6 @@ class ListCache:
 PageReader = Callable[[PageRequest], Awaitable[tuple[list[dict[str, Any]], Position | None]]]
 
 
-def list_cache(extras: dict[str, object]) -> ListCache:
-    """The process's list cache (kept in `Services.extras`)."""
-    cache = extras.get("list_cache")
-    if not isinstance(cache, ListCache):
-        cache = extras["list_cache"] = ListCache()
-    return cache
-
-
 async def serve_list(
     request: Request,
     *,

@@ -20,4 +20,6 @@ class ResourceIdConvertor(Convertor[str]):
         return value.lower()
 
 
-register_url_convertor("id", ResourceIdConvertor())
+def register_resource_ids() -> None:
+    """Make `{name:id}` usable in paths (`create_app` does, before it makes the routes)."""
+    register_url_convertor("id", ResourceIdConvertor())

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-import orchestrator.http.resource_ids  # noqa: F401  (the {…:id} path convertor)
-from orchestrator.auth.deps import WorkerRole, Writer, services_of
+from orchestrator.auth.deps import WorkerRole, Writer
 from orchestrator.errors import Unprocessable
 from orchestrator.http.responses import data_response
+from orchestrator.http.routing import Routes
 from orchestrator.jobs.leases import (
-    ClaimWaiters,
     cancel_job,
     complete_job,
     fail_job,
@@ -23,9 +22,9 @@ from orchestrator.jobs.leases import (
 )
 from orchestrator.jobs.schemas import whole_number
 from orchestrator.representation import canonical_json, etag_for
-from orchestrator.services import Services
+from orchestrator.services import services_of
 
-router = APIRouter(tags=["workers"])
+router = Routes(tags=["workers"])
 
 MAX_RESULT_BYTES = 64 * 1024
 QueueName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
@@ -74,16 +73,6 @@ class ReleaseRequest(_Strict):
     token: FencingToken
 
 
-def _waiters(services: Services) -> ClaimWaiters:
-    """The process's waiting claims, listening to the change feed from first use."""
-    waiters = services.extras.get("claim_waiters")
-    if not isinstance(waiters, ClaimWaiters):
-        waiters = ClaimWaiters()
-        services.extras["claim_waiters"] = waiters
-        services.feed.add_listener(waiters.on_change)
-    return waiters
-
-
 async def _set_on_disconnect(request: Request, gone: asyncio.Event) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
@@ -108,7 +97,7 @@ async def claim(body: ClaimRequest, request: Request, user: WorkerRole) -> Respo
     # waiting for work on its behalf too.
     watch = asyncio.ensure_future(_set_on_disconnect(request, gone)) if wait > 0 else None
     try:
-        claimed = await _waiters(services).claim(
+        claimed = await services.claim_waiters.claim(
             db=services.db,
             queues=list(dict.fromkeys(body.queues)),
             lease_seconds=body.lease_seconds,

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.datastructures import QueryParams
 from starlette.responses import Response
 
-import orchestrator.http.resource_ids  # noqa: F401  (the {…:id} path convertor)
-from orchestrator.auth.deps import Reader, Writer, services_of
+from orchestrator.auth.deps import Reader, Writer
 from orchestrator.db.changelog import collection_revision
 from orchestrator.db.idempotency import DuplicateRequest, stored_response
 from orchestrator.db.keyset import Position
@@ -19,18 +18,19 @@ from orchestrator.http.idempotency import idempotent_request, replay
 from orchestrator.http.lists import (
     MAX_LIMIT,
     PageRequest,
-    list_cache,
     page_request,
     serve_list,
     single_param,
 )
 from orchestrator.http.responses import conditional_get, data_response
+from orchestrator.http.routing import Routes
 from orchestrator.jobs.queries import StoredJob, create_job, delete_job, get_job, list_jobs
 from orchestrator.jobs.records import JobStatus
 from orchestrator.jobs.schemas import JobCreate
+from orchestrator.services import services_of
 from orchestrator.text import storable
 
-router = APIRouter(tags=["jobs"])
+router = Routes(tags=["jobs"])
 
 JOBS = "/api/v1/jobs"
 STATUSES: tuple[str, ...] = get_args(JobStatus)
@@ -189,7 +189,7 @@ async def get_job_list(request: Request, user: Reader) -> Response:
         filters.append(("order", order))
     return await serve_list(
         request,
-        cache=list_cache(services.extras),
+        cache=services.list_cache,
         revision=await collection_revision(db, "jobs"),
         key=("jobs", status, queue, search, order),
         page=page,

@@ -9,12 +9,12 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from orchestrator.auth.deps import bearer_token, services_of
+from orchestrator.auth.deps import bearer_token
 from orchestrator.db import DatabaseUnavailable
 from orchestrator.db.changelog import latest_revision
 from orchestrator.errors import Forbidden, Unauthorized
 from orchestrator.jobs.queries import count_jobs
-from orchestrator.services import Services
+from orchestrator.services import Services, services_of
 
 log = structlog.get_logger(__name__)
 

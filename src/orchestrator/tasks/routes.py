@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
-import orchestrator.http.resource_ids  # noqa: F401  (the {…:id} path convertor)
-from orchestrator.auth.deps import Reader, Writer, services_of
+from orchestrator.auth.deps import Reader, Writer
 from orchestrator.db.changelog import collection_revision
 from orchestrator.db.idempotency import DuplicateRequest, stored_response
 from orchestrator.db.keyset import Position
 from orchestrator.errors import Conflict, NotFound, PreconditionFailed
 from orchestrator.http.etag import if_match_version
 from orchestrator.http.idempotency import idempotent_request, replay
-from orchestrator.http.lists import PageRequest, list_cache, page_request, serve_list
+from orchestrator.http.lists import PageRequest, page_request, serve_list
 from orchestrator.http.responses import conditional_get, data_response
+from orchestrator.http.routing import Routes
+from orchestrator.services import services_of
 from orchestrator.tasks.queries import (
     StoredTask,
     create_task,
@@ -27,7 +28,7 @@ from orchestrator.tasks.queries import (
 )
 from orchestrator.tasks.schemas import TaskCreate, TaskPatch
 
-router = APIRouter(tags=["tasks"])
+router = Routes(tags=["tasks"])
 
 TASKS = "/api/v1/collab/tasks"
 TASK_LIST = "/api/v1/collab/state/tasks"
@@ -90,7 +91,7 @@ async def get_task_list(request: Request, user: Reader) -> Response:
 
     return await serve_list(
         request,
-        cache=list_cache(services.extras),
+        cache=services.list_cache,
         revision=await collection_revision(db, "tasks"),
         key="tasks",
         page=page,

@@ -1,0 +1,51 @@
+"""Work that runs beside the requests: one start/stop shape for all of it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+
+class Background(Protocol):
+    """A per-process worker (the change feed, the hub, the sweeper, the pruner)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+@asynccontextmanager
+async def running(workers: Sequence[Background]) -> AsyncIterator[None]:
+    """Start `workers` in order; stop the ones started, in reverse, however the block ends."""
+    started: list[Background] = []
+    try:
+        for worker in workers:
+            await worker.start()
+            started.append(worker)
+        yield
+    finally:
+        for worker in reversed(started):
+            await worker.stop()
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel `task` and wait until it has ended (swallowing its outcome)."""
+    if task is None or task.done():
+        if task is not None and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not warn about it
+        return
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel `task` until it has ended: on 3.11 a cancel can be swallowed inside
+    `asyncio.wait_for`."""
+    if task is None:
+        return
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1)
