@@ -51,7 +51,6 @@ async def _seed(url: str, count: int) -> None:
                 assert row is not None
                 await record_change(
                     tx,
-                    dialect=db.dialect,
                     collection="tasks",
                     op="create",
                     resource_id=str(last),
@@ -117,7 +116,6 @@ async def _seed_jobs(url: str, count: int) -> None:
                 assert row is not None
                 await record_change(
                     tx,
-                    dialect=db.dialect,
                     collection="jobs",
                     op="create",
                     resource_id=str(last),

@@ -74,7 +74,6 @@ def write_task_offline(data_dir: Path, title: str) -> str:
             async with db.transaction() as tx:
                 await record_change(
                     tx,
-                    dialect=db.dialect,
                     collection="tasks",
                     op="create",
                     resource_id=task["id"],

@@ -100,7 +100,6 @@ class Stack:
         async with self.db.transaction() as tx:
             return await record_change(
                 tx,
-                dialect=self.db.dialect,
                 collection="tasks",
                 op="create",
                 resource_id=body["id"],

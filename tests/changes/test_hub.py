@@ -37,7 +37,6 @@ async def write(db: Database, title: str) -> int:
     async with db.transaction() as tx:
         return await record_change(
             tx,
-            dialect=db.dialect,
             collection="tasks",
             op="create",
             resource_id=str(uuid.uuid4()),

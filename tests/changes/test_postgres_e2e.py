@@ -130,7 +130,6 @@ async def test_transactions_committing_in_opposite_order_arrive_in_revision_orde
                 await wait_for.wait()
             revisions[name] = await record_change(
                 tx,
-                dialect="postgresql",
                 collection="tasks",
                 op="create",
                 resource_id=body["id"],
@@ -172,6 +171,16 @@ async def test_resume_on_another_process(stack: Stack) -> None:
     assert [c["revision"] for c in part + rest] == written
 
 
+def listen_connection(feed: ChangeFeed) -> Any:
+    """The feed's LISTEN connection, once it has one."""
+    return getattr(feed.listening, "connection", None)
+
+
+def listen_pid(feed: ChangeFeed) -> int:
+    pid: int = listen_connection(feed).get_server_pid()
+    return pid
+
+
 async def test_listener_comes_back_after_its_connection_is_killed(postgres_url: str) -> None:
     db = open_database(postgres_url, timeout=5)
     other = open_database(postgres_url, timeout=5)
@@ -182,23 +191,22 @@ async def test_listener_comes_back_after_its_connection_is_killed(postgres_url: 
     await feed.start()
     try:
         deadline = asyncio.get_running_loop().time() + 10
-        while feed._listen_conn is None:
+        while listen_connection(feed) is None:
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.05)
-        old_pid = feed._listen_conn.get_server_pid()
+        old_pid = listen_pid(feed)
         # What a database restart does to the listening connection.
         admin = await asyncpg.connect(postgres_dsn(postgres_url).rsplit("/", 1)[0] + "/postgres")
         try:
             await admin.execute("SELECT pg_terminate_backend($1)", old_pid)
         finally:
             await admin.close()
-        while feed._listen_conn is None or feed._listen_conn.get_server_pid() == old_pid:
+        while listen_connection(feed) is None or listen_pid(feed) == old_pid:
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.05)
         async with other.transaction() as tx:
             revision = await record_change(
                 tx,
-                dialect="postgresql",
                 collection="tasks",
                 op="create",
                 resource_id=str(uuid.uuid4()),

@@ -49,7 +49,6 @@ async def insert_jobs(
             assert row is not None
             await record_change(
                 tx,
-                dialect=db.dialect,
                 collection="jobs",
                 op="create",
                 resource_id=job_id,

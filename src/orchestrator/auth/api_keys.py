@@ -132,7 +132,6 @@ async def create_api_key(
         )
         await record_change(
             tx,
-            dialect=db.dialect,
             collection="api_keys",
             op="create",
             resource_id=key.id,
@@ -170,7 +169,6 @@ async def revoke_api_key(db: Database, *, key_id: str, user_id: str | None) -> N
             raise NotFound("No such API key")
         await record_change(
             tx,
-            dialect=db.dialect,
             collection="api_keys",
             op="delete",
             resource_id=key_id,

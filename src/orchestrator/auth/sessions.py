@@ -299,7 +299,6 @@ async def rotate(
                 return await _exchange(
                     tx,
                     row,
-                    dialect=db.dialect,
                     token=following,
                     now=now,
                     lifetimes=lifetimes,
@@ -332,7 +331,6 @@ async def _exchange(
     tx: Transaction,
     row: Row,
     *,
-    dialect: str,
     token: str,
     now: datetime,
     lifetimes: Lifetimes,
@@ -362,7 +360,6 @@ async def _exchange(
         # that a copy presented there is found used (and judged) too.
         await record_change(
             tx,
-            dialect=dialect,
             collection="sessions",
             op="update",
             resource_id=row["session_id"],
@@ -403,7 +400,6 @@ async def _revoke(
         return False
     await record_change(
         tx,
-        dialect=db.dialect,
         collection="sessions",
         op="delete",
         resource_id=session_id,
@@ -445,12 +441,11 @@ async def change_own_password(
             "AND revoked_at IS NULL AND id != :keep RETURNING id",
             {"now": now, "user_id": user_id, "keep": keep or ""},
         )
-        await write_password(tx, dialect=db.dialect, user_id=user_id, password_hash=password_hash)
+        await write_password(tx, user_id=user_id, password_hash=password_hash)
         ended = [str(r["id"]) for r in rows]
         for session_id in ended:
             await record_change(
                 tx,
-                dialect=db.dialect,
                 collection="sessions",
                 op="delete",
                 resource_id=session_id,

@@ -145,7 +145,6 @@ async def create_user(db: Database, *, username: str, password_hash: str, role: 
             )
             await record_change(
                 tx,
-                dialect=db.dialect,
                 collection="users",
                 op="create",
                 resource_id=user_id,
@@ -191,7 +190,6 @@ async def _update_user(
             )
         await record_change(
             tx,
-            dialect=db.dialect,
             collection="users",
             op="update",
             resource_id=user.id,
@@ -234,9 +232,7 @@ async def end_all_sessions(db: Database, *, username: str) -> User:
     return await _update_user(db, username=username, assignments="", params={}, revoke=True)
 
 
-async def write_password(
-    tx: Transaction, *, dialect: str, user_id: str, password_hash: str
-) -> User:
+async def write_password(tx: Transaction, *, user_id: str, password_hash: str) -> User:
     """Store a new hash inside the caller's transaction (which decides what else ends)."""
     row = await tx.fetch_one(
         f"UPDATE users SET password_hash = :hash, updated_at = :now WHERE id = :id "
@@ -248,7 +244,6 @@ async def write_password(
     user = _user(row)
     await record_change(
         tx,
-        dialect=dialect,
         collection="users",
         op="update",
         resource_id=user.id,

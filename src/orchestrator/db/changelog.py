@@ -26,7 +26,6 @@ class Change:
 async def record_change(
     tx: Transaction,
     *,
-    dialect: str,
     collection: Collection,
     op: Op,
     resource_id: str,
@@ -56,12 +55,8 @@ async def record_change(
             "created_at": datetime.now(UTC),
         },
     )
-    if dialect == "postgresql":
-        # Delivered at commit; carries only the revision, readers fetch the log themselves.
-        await tx.execute(
-            "SELECT pg_notify(:channel, :payload)",
-            {"channel": NOTIFY_CHANNEL, "payload": str(revision)},
-        )
+    # Delivered at commit; carries only the revision, readers fetch the log themselves.
+    await tx.notify(NOTIFY_CHANNEL, str(revision))
     return revision
 
 

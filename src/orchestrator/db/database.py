@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import asyncpg
 import structlog
 
+from orchestrator.db.notifier import Listening, LocalChannels, LocalListening, Notified
 from orchestrator.faults import NO_FAULTS, Faults
 
 Row = Mapping[str, Any]
@@ -63,6 +64,8 @@ class Transaction(Protocol):
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None: ...
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]: ...
     async def execute(self, sql: str, params: Params = None) -> int: ...
+    async def notify(self, channel: str, payload: str) -> None:
+        """Send `payload` to the listeners of `channel` when (and only if) this commits."""
 
 
 class Database(Protocol):
@@ -74,10 +77,15 @@ class Database(Protocol):
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None: ...
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]: ...
     def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
-    def after_commit(self, callback: Callable[[], None]) -> None: ...
+    async def listen(self, channel: str, callback: Notified) -> Listening:
+        """Call `callback` with each payload committed to `channel`, from any process."""
+
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
+
+# How often an idle LISTEN connection is asked whether it still works.
+LISTEN_CHECK_SECONDS = 15.0
 
 # A real read of our own schema: `SELECT 1` would not even touch a SQLite file.
 _PING = "SELECT revision FROM revision_counter WHERE id = 1"
@@ -137,6 +145,7 @@ class _SqliteTransaction:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self.notes: list[tuple[str, str]] = []
 
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None:
         with _sqlite_errors():
@@ -149,6 +158,10 @@ class _SqliteTransaction:
     async def execute(self, sql: str, params: Params = None) -> int:
         with _sqlite_errors():
             return self._conn.execute(sql, _adapt(params)).rowcount
+
+    async def notify(self, channel: str, payload: str) -> None:
+        # SQLite has no notifications: other processes find commits by polling.
+        self.notes.append((channel, payload))
 
 
 @contextlib.contextmanager
@@ -259,7 +272,7 @@ class SqliteDatabase:
         self._inline = threading.local()  # each calling thread's own connection for fetch_one
         self._inline_conns: list[sqlite3.Connection] = []
         self._write_lock = asyncio.Lock()
-        self._after_commit: list[Callable[[], None]] = []
+        self._channels = LocalChannels()
         self._closed = False
         self.faults = NO_FAULTS
 
@@ -297,16 +310,17 @@ class SqliteDatabase:
         # Lists can be long: they are read on a reader thread, off the event loop.
         return await self._run(self._readers, lambda c: c.execute(sql, _adapt(params)).fetchall())
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        self._after_commit.append(callback)
+    async def listen(self, channel: str, callback: Notified) -> Listening:
+        return LocalListening(self._channels, channel, callback)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         # One in-process writer at a time; BEGIN IMMEDIATE orders us against other processes.
         async with self._write_lock:
             conn = await self._begin()
+            tx = _SqliteTransaction(conn)
             try:
-                yield _SqliteTransaction(conn)
+                yield tx
                 self.faults.reach("before_commit")
                 with _sqlite_errors():
                     conn.execute("COMMIT")
@@ -315,8 +329,7 @@ class SqliteDatabase:
                 raise
             self.faults.reach("after_commit_before_publish")
             self._after_write()
-        for callback in self._after_commit:
-            callback()
+        self._channels.deliver(tx.notes)
 
     async def _begin(self) -> sqlite3.Connection:
         """BEGIN IMMEDIATE on the writer connection, waiting (off the loop) for another
@@ -429,6 +442,7 @@ class _PgTransaction:
     def __init__(self, conn: Any, timeout: float) -> None:
         self._conn = conn
         self._timeout = timeout
+        self.notes: list[tuple[str, str]] = []
 
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None:
         text, args = _args(sql, params)
@@ -455,6 +469,14 @@ class _PgTransaction:
         last = status.rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
+    async def notify(self, channel: str, payload: str) -> None:
+        # NOTIFY is sent at commit (to every process); this process's listeners hear it at
+        # once, without the round trip.
+        await self.execute(
+            "SELECT pg_notify(:channel, :payload)", {"channel": channel, "payload": payload}
+        )
+        self.notes.append((channel, payload))
+
 
 def _terminate(conn: Any) -> None:
     """Close a pooled connection at once; one the pool has already let go of is left alone."""
@@ -474,7 +496,7 @@ class PostgresDatabase:
         self._max_size = max_size
         self._pool: asyncpg.Pool[Any] | None = None
         self._pool_lock = asyncio.Lock()
-        self._after_commit: list[Callable[[], None]] = []
+        self._channels = LocalChannels()
         self.faults = NO_FAULTS
 
     async def _get_pool(self) -> asyncpg.Pool[Any]:
@@ -540,43 +562,94 @@ class PostgresDatabase:
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]:
         return await self._read(lambda tx: tx.fetch_all(sql, params))
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        self._after_commit.append(callback)
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._connection() as conn:
+            tx = _PgTransaction(conn, self.timeout)
             try:
                 async with conn.transaction():
-                    yield _PgTransaction(conn, self.timeout)
+                    yield tx
                     self.faults.reach("before_commit")
             except _PG_UNAVAILABLE as exc:
                 raise DatabaseUnavailable(type(exc).__name__) from exc
             self.faults.reach("after_commit_before_publish")
-        for callback in self._after_commit:
-            callback()
+        self._channels.deliver(tx.notes)
 
     async def ping(self) -> None:
         await self.fetch_one(_PING)
 
-    async def listen(
-        self, channel: str, callback: Callable[[str], None]
-    ) -> asyncpg.Connection[Any]:
-        """A dedicated connection that calls `callback(payload)` on every NOTIFY."""
-        conn: asyncpg.Connection[Any] = await asyncio.wait_for(
-            asyncpg.connect(self.dsn), timeout=self.timeout
-        )
-        try:
-            await conn.add_listener(channel, lambda _c, _pid, _ch, payload: callback(payload))
-        except BaseException:
-            conn.terminate()
-            raise
-        return conn
+    async def listen(self, channel: str, callback: Notified) -> Listening:
+        """This process's commits at once; other processes' through a LISTEN connection,
+        which `keep_alive` opens, checks and reopens."""
+        return _PgListening(self, channel, callback)
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+class _PgListening:
+    """A dedicated LISTEN connection, with the local delivery of this process's commits."""
+
+    def __init__(self, db: PostgresDatabase, channel: str, callback: Notified) -> None:
+        self._db = db
+        self._channel = channel
+        self._callback = callback
+        self._local = LocalListening(db._channels, channel, callback)
+        self.connection: asyncpg.Connection[Any] | None = None
+        self._checked = 0.0
+        self._outage = False
+
+    async def keep_alive(self) -> None:
+        conn = self.connection
+        if conn is not None and not conn.is_closed():
+            now = time.monotonic()
+            if now - self._checked < LISTEN_CHECK_SECONDS:
+                return
+            # A connection can also die without a word (a dropped network path): ask it.
+            self._checked = now
+            try:
+                await conn.execute("SELECT 1", timeout=self._db.timeout)
+                return
+            except Exception:
+                log.warning("change_listener_lost")
+        await self._close_connection()
+        try:
+            self.connection = await self._connect()
+        except Exception as exc:
+            if not self._outage:  # said once per outage; the next call tries again
+                self._outage = True
+                log.warning("change_listener_unavailable", error=type(exc).__name__)
+            return
+        self._outage = False
+        self._checked = time.monotonic()
+        self._callback(None)  # anything committed while we were not listening
+
+    async def _connect(self) -> asyncpg.Connection[Any]:
+        conn: asyncpg.Connection[Any] = await asyncio.wait_for(
+            asyncpg.connect(self._db.dsn), timeout=self._db.timeout
+        )
+        try:
+            await conn.add_listener(
+                self._channel, lambda _c, _pid, _ch, payload: self._callback(payload)
+            )
+            # When the server goes away, reconnect at once rather than at the next poll.
+            conn.add_termination_listener(lambda _conn: self._callback(None))
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
+
+    async def _close_connection(self) -> None:
+        conn, self.connection = self.connection, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), timeout=1)
+
+    async def close(self) -> None:
+        await self._local.close()
+        await self._close_connection()
 
 
 # ------------------------------------------------------------------------- factory

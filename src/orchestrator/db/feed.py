@@ -1,28 +1,27 @@
 """The per-process change feed: follows the log and hands every change, in order, to listeners.
 
-A local commit or a PostgreSQL NOTIFY only wakes the feed; the feed then reads the log from the
-last revision it delivered. A lost wake-up therefore delays a change, never drops it, and the
-periodic poll is the safety net (and the only cross-process path on SQLite).
+A notification from the database's notifier (a local commit, or another process's through
+PostgreSQL) only wakes the feed; the feed then reads the log from the last revision it
+delivered. A lost wake-up therefore delays a change, never drops it, and the periodic poll is
+the safety net (and the only cross-process path on SQLite).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 
 from orchestrator.background import stop_task
 from orchestrator.db.changelog import NOTIFY_CHANNEL, Change, changes_after, latest_revision
-from orchestrator.db.database import Database, DatabaseUnavailable, PostgresDatabase
+from orchestrator.db.database import Database, DatabaseUnavailable
+from orchestrator.db.notifier import Listening
 
 log = structlog.get_logger(__name__)
 
 Listener = Callable[[Change], None]
-LISTEN_CHECK_SECONDS = 15.0
 
 
 class ChangeFeed:
@@ -34,8 +33,7 @@ class ChangeFeed:
         self._wake = asyncio.Event()
         self._advanced = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
-        self._listen_conn: Any = None
-        self._listen_checked = 0.0
+        self.listening: Listening | None = None
         self._stopping = False
         self._outage = False
         self.latest_seen = 0  # the newest revision this process has heard of
@@ -58,14 +56,16 @@ class ChangeFeed:
 
     async def start(self) -> None:
         self.delivered = self.latest_seen = await latest_revision(self.db)
-        self.db.after_commit(self.wake)
+        self.listening = await self.db.listen(NOTIFY_CHANNEL, self._notified)
         self._task = asyncio.create_task(self._run(), name="change-feed")
 
     async def stop(self) -> None:
         self._stopping = True
         await stop_task(self._task)
         self._task = None
-        await self._close_listener()
+        if self.listening is not None:
+            await self.listening.close()
+            self.listening = None
 
     async def wait_past(self, revision: int, within: float) -> bool:
         """Wait until this process has delivered `revision`; False on timeout."""
@@ -80,7 +80,8 @@ class ChangeFeed:
 
     async def _run(self) -> None:
         while not self._stopping:
-            await self._ensure_listener()
+            if self.listening is not None:
+                await self.listening.keep_alive()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             self._wake.clear()
@@ -113,33 +114,6 @@ class ChangeFeed:
             if len(batch) < 1000:
                 return
 
-    async def _ensure_listener(self) -> None:
-        """Keep a LISTEN connection open; it comes back by itself after a database restart."""
-        if not isinstance(self.db, PostgresDatabase):
-            return
-        conn = self._listen_conn
-        if conn is not None and not conn.is_closed():
-            now = time.monotonic()
-            if now - self._listen_checked < LISTEN_CHECK_SECONDS:
-                return
-            # A connection can also die without a word (a dropped network path): ask it.
-            self._listen_checked = now
-            try:
-                await conn.execute("SELECT 1", timeout=self.db.timeout)
-                return
-            except Exception:
-                log.warning("change_listener_lost")
-        await self._close_listener()
-        try:
-            conn = await self.db.listen(NOTIFY_CHANNEL, self._notified)
-            # When the server goes away, reconnect at once rather than at the next poll.
-            conn.add_termination_listener(lambda _conn: self.wake())
-            self._listen_conn = conn
-            self._listen_checked = time.monotonic()
-            self.wake()  # anything committed while we were not listening
-        except Exception as exc:
-            self._unavailable("change_listener_unavailable", exc)
-
     def _unavailable(self, event: str, exc: BaseException) -> None:
         """Say once per outage that the database is away (the poll retries every interval)."""
         if not self._outage:
@@ -151,13 +125,7 @@ class ChangeFeed:
             self._outage = False
             log.info("change_feed_database_recovered")
 
-    def _notified(self, payload: str) -> None:
-        if payload.isdigit():
+    def _notified(self, payload: str | None) -> None:
+        if payload is not None and payload.isdigit():
             self.latest_seen = max(self.latest_seen, int(payload))
         self.wake()
-
-    async def _close_listener(self) -> None:
-        conn, self._listen_conn = self._listen_conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), timeout=1)

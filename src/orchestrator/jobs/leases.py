@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from orchestrator.db import Database, Row
+from orchestrator.db import Database, Row, Transaction
 from orchestrator.db.changelog import Change, record_change
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.jobs.records import JOB_COLUMNS, job_body
@@ -87,14 +87,13 @@ async def _transition(db: Database, sql: str, params: dict[str, Any]) -> Row | N
     async with db.transaction() as tx:
         row = await tx.fetch_one(sql, params)
         if row is not None:
-            await _record(tx, db.dialect, row)
+            await _record(tx, row)
     return row
 
 
-async def _record(tx: Any, dialect: str, row: Row) -> None:
+async def _record(tx: Transaction, row: Row) -> None:
     await record_change(
         tx,
-        dialect=dialect,
         collection="jobs",
         op="update",
         resource_id=row["id"],
@@ -342,7 +341,7 @@ async def fail_job(
                 },
             )
             if row is not None:
-                await _record(tx, db.dialect, row)
+                await _record(tx, row)
     if row is None:
         raise await _refuse(db, job_id=job_id, token=token)
     return job_body(row)
@@ -417,7 +416,7 @@ async def sweep_expired_leases(*, db: Database) -> int:
         async with db.transaction() as tx:
             rows = await tx.fetch_all(sql, _clock(db.dialect))
             for row in rows:
-                await _record(tx, db.dialect, row)
+                await _record(tx, row)
         swept += len(rows)
         if len(rows) < SWEEP_BATCH:
             return swept

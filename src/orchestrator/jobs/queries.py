@@ -80,7 +80,6 @@ async def create_job(
                 )
             await record_change(
                 tx,
-                dialect=db.dialect,
                 collection="jobs",
                 op="create",
                 resource_id=job.id,
@@ -158,9 +157,7 @@ async def delete_job(db: Database, *, job_id: str, expected_version: int | None)
         )
         if row is None:
             return False
-        await record_change(
-            tx, dialect=db.dialect, collection="jobs", op="delete", resource_id=job_id, data=None
-        )
+        await record_change(tx, collection="jobs", op="delete", resource_id=job_id, data=None)
     return True
 
 

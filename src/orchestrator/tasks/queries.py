@@ -62,7 +62,6 @@ async def create_task(
                 )
             await record_change(
                 tx,
-                dialect=db.dialect,
                 collection="tasks",
                 op="create",
                 resource_id=task.id,
@@ -128,7 +127,6 @@ async def update_task(
         task = _stored(row)
         await record_change(
             tx,
-            dialect=db.dialect,
             collection="tasks",
             op="update",
             resource_id=task.id,
@@ -147,7 +145,5 @@ async def delete_task(db: Database, *, task_id: str, expected_version: int | Non
         )
         if row is None:
             return False
-        await record_change(
-            tx, dialect=db.dialect, collection="tasks", op="delete", resource_id=task_id, data=None
-        )
+        await record_change(tx, collection="tasks", op="delete", resource_id=task_id, data=None)
     return True
