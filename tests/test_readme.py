@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic.fields import FieldInfo
@@ -53,3 +54,17 @@ def test_readme_documents_the_worker_variables() -> None:
     for name in WorkerSettings.model_fields:
         if name not in Settings.model_fields:  # ORCH_HOST and ORCH_PORT are the server's own
             assert f"| `ORCH_{name.upper()}` |" in worker_section, name
+
+
+def test_docs_point_only_inside_the_repository() -> None:
+    """A clone has no `../shared`: every relative link and path the docs name is in the repo."""
+    root = README.parent
+    for doc in [README, *sorted((root / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        assert "../" not in text, f"{doc.name} points outside the repository"
+        for target in re.findall(r"\]\(([^)#\s]+)", text):
+            if "://" in target:
+                continue
+            path = (doc.parent / target).resolve()
+            assert path.is_relative_to(root), f"{doc.name}: {target} is outside the repository"
+            assert path.exists(), f"{doc.name}: {target} does not exist"
