@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -31,21 +30,15 @@ async def running(workers: Sequence[Background]) -> AsyncIterator[None]:
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel `task` and wait until it has ended (swallowing its outcome)."""
-    if task is None or task.done():
-        if task is not None and not task.cancelled():
-            task.exception()  # retrieved, so asyncio does not warn about it
-        return
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
+    """Cancel `task` and wait until it has ended, swallowing its outcome.
 
-
-async def stop_task(task: asyncio.Task[Any] | None) -> None:
-    """Cancel `task` until it has ended: on 3.11 a cancel can be swallowed inside
-    `asyncio.wait_for`."""
+    A cancellation of the caller itself is not swallowed: it ends the wait at once. The cancel
+    is repeated until the task ends: on 3.11 one can be lost inside `asyncio.wait_for`.
+    """
     if task is None:
         return
     while not task.done():
         task.cancel()
         await asyncio.wait({task}, timeout=1)
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not warn about it

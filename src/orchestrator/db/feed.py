@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import structlog
 
-from orchestrator.background import stop_task
+from orchestrator.background import cancel_and_wait
 from orchestrator.db.changelog import NOTIFY_CHANNEL, Change, changes_after, latest_revision
 from orchestrator.db.database import Database, DatabaseUnavailable
 from orchestrator.db.notifier import Listening
@@ -61,7 +61,7 @@ class ChangeFeed:
 
     async def stop(self) -> None:
         self._stopping = True
-        await stop_task(self._task)
+        await cancel_and_wait(self._task)
         self._task = None
         if self.listening is not None:
             await self.listening.close()

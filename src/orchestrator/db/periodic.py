@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from orchestrator.background import stop_task
+from orchestrator.background import cancel_and_wait
 from orchestrator.db.database import DatabaseUnavailable
 
 log = structlog.get_logger(__name__)
@@ -39,7 +39,7 @@ class Periodic:
 
     async def stop(self) -> None:
         self._stopping.set()
-        await stop_task(self._task)
+        await cancel_and_wait(self._task)
         self._task = None
 
     async def _run(self) -> None:

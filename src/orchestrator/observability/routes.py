@@ -11,7 +11,6 @@ from starlette.responses import Response
 
 from orchestrator.auth.deps import bearer_token
 from orchestrator.db import DatabaseUnavailable
-from orchestrator.db.changelog import latest_revision
 from orchestrator.errors import Forbidden, Unauthorized
 from orchestrator.jobs.queries import count_jobs
 from orchestrator.services import Services, services_of
@@ -34,19 +33,11 @@ def _authorize(request: Request, services: Services) -> None:
         raise Forbidden("Metrics are served to loopback clients only; set ORCH_METRICS_TOKEN")
 
 
-async def _refresh_feed_lag(services: Services) -> None:
-    try:
-        latest = await latest_revision(services.db)
-    except DatabaseUnavailable:
-        return  # keep the last value; a scrape must not fail because the database is down
-    services.metrics.feed_lag.set(max(0, latest - services.feed.delivered))
-
-
 async def _refresh_jobs(services: Services) -> None:
     try:
         counts = await count_jobs(services.db)
     except DatabaseUnavailable:
-        return  # keep the last figures, as for the feed lag
+        return  # keep the last figures: a scrape must not fail because the database is down
     services.metrics.count_jobs(counts)
 
 
@@ -59,7 +50,6 @@ async def _refresh_jobs(services: Services) -> None:
 async def metrics(request: Request) -> Response:
     services = services_of(request)
     _authorize(request, services)
-    await _refresh_feed_lag(services)
     await _refresh_jobs(services)
     body = generate_latest(services.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
