@@ -8,13 +8,15 @@ everything this process had delivered at registration, so the union has no gap.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
 
-from orchestrator.db import Database
+from orchestrator.background import cancel_and_wait
+from orchestrator.db import Database, DatabaseUnavailable
 from orchestrator.db.changelog import (
     Change,
     changes_after,
@@ -22,6 +24,7 @@ from orchestrator.db.changelog import (
     oldest_retained_revision,
 )
 from orchestrator.db.feed import ChangeFeed
+from orchestrator.errors import Unauthorized
 from orchestrator.observability.metrics import Metrics
 
 SUBSCRIBABLE: tuple[str, ...] = ("jobs", "tasks")
@@ -275,6 +278,57 @@ class Session:
 
     username: str
     revalidate: asyncio.Event
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """Why a live connection must end: `overflow`, `draining`, `expired` or `revoked`."""
+
+    reason: str
+    message: str
+
+
+async def watch_session(
+    session: Session,
+    *,
+    outbox: Outbox,
+    expires_at: float,
+    recheck: Callable[[], Awaitable[None]],
+    draining: asyncio.Event | None = None,
+) -> End:
+    """Wait until a WebSocket or SSE connection must end: its client is too slow, the
+    server is shutting down (when `draining` is given), its credential expires, or
+    `recheck` (run whenever the users changed) raises `Unauthorized`."""
+    overflow = asyncio.create_task(outbox.overflowed.wait())
+    drain = asyncio.create_task(draining.wait()) if draining is not None else None
+    try:
+        while True:
+            revalidate = asyncio.create_task(session.revalidate.wait())
+            try:
+                await asyncio.wait(
+                    {task for task in (overflow, drain, revalidate) if task is not None},
+                    timeout=max(0.0, expires_at - time.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                await cancel_and_wait(revalidate)
+            if overflow.done():
+                return End("overflow", "Too slow: resume with since")
+            if drain is not None and drain.done():
+                return End("draining", "The server is shutting down")
+            if time.time() >= expires_at:
+                return End("expired", "Token expired")
+            if session.revalidate.is_set():
+                session.revalidate.clear()
+                try:
+                    await recheck()
+                except Unauthorized as exc:
+                    return End("revoked", exc.message)
+                except DatabaseUnavailable:
+                    pass  # cannot tell now; the next change to users asks again
+    finally:
+        await cancel_and_wait(overflow)
+        await cancel_and_wait(drain)
 
 
 class Hub:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from typing import Annotated
 
 import orjson
@@ -23,9 +22,10 @@ from orchestrator.changes.hub import (
     ResyncRequired,
     Session,
     Subscriber,
+    watch_session,
 )
 from orchestrator.db import DatabaseUnavailable
-from orchestrator.errors import Unauthorized, Unprocessable
+from orchestrator.errors import Unprocessable
 from orchestrator.http.errors import error_response
 from orchestrator.services import Services, services_of
 
@@ -167,31 +167,14 @@ class EventStream(Response):
         except (DatabaseUnavailable, ReplayInterrupted) as exc:
             log.warning("sse_subscribe_failed", error=type(exc).__name__)
             return
-        overflow = asyncio.create_task(self.outbox.overflowed.wait())
-        draining = asyncio.create_task(self.hub.draining.wait())
-        try:
-            while True:
-                revalidate = asyncio.create_task(self.session.revalidate.wait())
-                try:
-                    await asyncio.wait(
-                        {overflow, draining, revalidate},
-                        timeout=max(0.0, self.expires_at - time.time()),
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                finally:
-                    await cancel_and_wait(revalidate)
-                if overflow.done() or draining.done() or time.time() >= self.expires_at:
-                    return  # the client reconnects with Last-Event-ID (elsewhere, at shutdown)
-                self.session.revalidate.clear()
-                try:
-                    await recheck(self.services.authenticator, self.principal)
-                except Unauthorized:
-                    return
-                except DatabaseUnavailable:
-                    pass  # cannot tell now; the next change to users asks again
-        finally:
-            await cancel_and_wait(overflow)
-            await cancel_and_wait(draining)
+        # Then the client reconnects with Last-Event-ID (elsewhere, at shutdown).
+        await watch_session(
+            self.session,
+            outbox=self.outbox,
+            expires_at=self.expires_at,
+            recheck=lambda: recheck(self.services.authenticator, self.principal),
+            draining=self.hub.draining,
+        )
 
     @staticmethod
     async def _until_disconnect(receive: Receive) -> None:

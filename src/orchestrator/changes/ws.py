@@ -28,6 +28,7 @@ from orchestrator.changes.hub import (
     Session,
     Subscriber,
     frame,
+    watch_session,
 )
 from orchestrator.db import DatabaseUnavailable
 from orchestrator.errors import Unauthorized
@@ -192,32 +193,13 @@ class Connection:
 
     async def _watch(self) -> None:
         """Close at token expiry, on revocation, or when the client is too slow."""
-        overflow = asyncio.create_task(self.outbox.overflowed.wait())
-        try:
-            while True:
-                revalidate = asyncio.create_task(self.session.revalidate.wait())
-                try:
-                    await asyncio.wait(
-                        {overflow, revalidate},
-                        timeout=max(0.0, self.expires_at - time.time()),
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                finally:
-                    await cancel_and_wait(revalidate)
-                if overflow.done():
-                    raise Close(TRY_AGAIN_LATER, "Too slow: resume with since")
-                if time.time() >= self.expires_at:
-                    raise Close(POLICY_VIOLATION, "Token expired")
-                if self.session.revalidate.is_set():
-                    self.session.revalidate.clear()
-                    try:
-                        await recheck(self.services.authenticator, self.principal)
-                    except Unauthorized as exc:
-                        raise Close(POLICY_VIOLATION, exc.message) from None
-                    except DatabaseUnavailable:
-                        pass  # cannot tell now; the next change to users asks again
-        finally:
-            await cancel_and_wait(overflow)
+        end = await watch_session(
+            self.session,
+            outbox=self.outbox,
+            expires_at=self.expires_at,
+            recheck=lambda: recheck(self.services.authenticator, self.principal),
+        )
+        raise Close(TRY_AGAIN_LATER if end.reason == "overflow" else POLICY_VIOLATION, end.message)
 
     async def _read(self) -> None:
         websocket = self.websocket

@@ -3,10 +3,13 @@ transaction that creates the resource."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol, TypeVar
 
-from orchestrator.db.database import Database, Transaction
+from orchestrator.db.changelog import Collection, record_change
+from orchestrator.db.database import ConstraintViolation, Database, Transaction
 from orchestrator.errors import Unprocessable
 
 RETENTION = timedelta(hours=24)
@@ -94,3 +97,45 @@ async def prune_idempotency_keys(db: Database) -> int:
             {"cutoff": datetime.now(UTC) - RETENTION},
         )
     return pruned
+
+
+class Stored(Protocol):
+    """A resource as written: its id and its canonical body."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def body(self) -> bytes: ...
+
+
+S = TypeVar("S", bound=Stored)
+
+
+async def create_once(
+    db: Database,
+    *,
+    collection: Collection,
+    insert: Callable[[Transaction], Awaitable[S]],
+    idempotency: IdempotentRequest | None,
+) -> S:
+    """Run `insert` in a transaction that also keeps its response for the idempotency key
+    and records the change; `DuplicateRequest` if the key won in another transaction."""
+    try:
+        async with db.transaction() as tx:
+            created = await insert(tx)
+            if idempotency is not None:
+                await remember_response(
+                    tx,
+                    request=idempotency,
+                    status_code=201,
+                    resource_id=created.id,
+                    body=created.body,
+                )
+            await record_change(
+                tx, collection=collection, op="create", resource_id=created.id, data=created.body
+            )
+    except ConstraintViolation:
+        if idempotency is None:
+            raise
+        raise DuplicateRequest() from None
+    return created

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
+from starlette.requests import Request
 from starlette.responses import Response
 
-from orchestrator.db.idempotency import IdempotentRequest, StoredResponse
-from orchestrator.errors import Unprocessable
+from orchestrator.db import Database
+from orchestrator.db.idempotency import (
+    DuplicateRequest,
+    IdempotentRequest,
+    StoredResponse,
+    stored_response,
+)
+from orchestrator.errors import Conflict, Unprocessable
 from orchestrator.http.responses import data_response
 from orchestrator.representation import canonical_json, etag_for
 
@@ -42,4 +49,46 @@ def replay(stored: StoredResponse, *, location: str | None) -> Response:
         headers["Location"] = location
     return data_response(
         stored.body, etag_for(stored.body), status=stored.status_code, headers=headers
+    )
+
+
+class Created(Protocol):
+    """A resource just created: its id, canonical body and that body's ETag."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def etag(self) -> str: ...
+
+
+async def create_response(
+    request: Request,
+    db: Database,
+    *,
+    user_id: str,
+    path: str,
+    payload: Any,
+    create: Callable[[IdempotentRequest | None], Awaitable[Created]],
+    location: Callable[[str], str],
+) -> Response:
+    """The 201 of `create`, or, for an `Idempotency-Key` used before, the first response."""
+    idempotency = idempotent_request(
+        request.headers, user_id=user_id, method="POST", path=path, payload=payload
+    )
+    if idempotency is not None:
+        stored = await stored_response(db, idempotency)
+        if stored is not None:
+            return replay(stored, location=location(stored.resource_id or ""))
+    try:
+        created = await create(idempotency)
+    except DuplicateRequest:
+        assert idempotency is not None
+        stored = await stored_response(db, idempotency)
+        if stored is None:
+            raise Conflict("A request with this Idempotency-Key is in progress") from None
+        return replay(stored, location=location(stored.resource_id or ""))
+    return data_response(
+        created.body, created.etag, status=201, headers={"Location": location(created.id)}
     )

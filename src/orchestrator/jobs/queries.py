@@ -6,13 +6,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.db import ConstraintViolation, Database, Row
+from orchestrator.db import Database, Row, Transaction
 from orchestrator.db.changelog import record_change
-from orchestrator.db.idempotency import DuplicateRequest, IdempotentRequest, remember_response
-from orchestrator.db.keyset import Position
+from orchestrator.db.idempotency import IdempotentRequest, create_once
+from orchestrator.db.keyset import Position, keyset_page
 from orchestrator.jobs.records import JOB_COLUMNS, job_body
 from orchestrator.representation import canonical_json, etag_for
-from orchestrator.timestamps import as_utc, utcnow
+from orchestrator.timestamps import utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,45 +51,31 @@ async def create_job(
 ) -> StoredJob:
     """Insert a pending job, due now; DuplicateRequest if its idempotency key won elsewhere."""
     now = utcnow()
-    try:
-        async with db.transaction() as tx:
-            row = await tx.fetch_one(
-                "INSERT INTO jobs (id, title, description, status, created_by, version, queue, "
-                "payload, priority, max_attempts, attempts, cancel_requested, lease_token, "
-                "run_after, created_at, updated_at) VALUES (:id, :title, :description, 'pending', "
-                ":created_by, 1, :queue, :payload, :priority, :max_attempts, 0, :false, 0, :now, "
-                f":now, :now) RETURNING {JOB_COLUMNS}",
-                {
-                    "id": str(uuid.uuid4()),
-                    "title": title,
-                    "description": description,
-                    "created_by": created_by,
-                    "queue": queue,
-                    "payload": canonical_json(payload).decode() if payload is not None else None,
-                    "priority": priority,
-                    "max_attempts": max_attempts,
-                    "false": False,
-                    "now": now,
-                },
-            )
-            assert row is not None
-            job = _stored(row)
-            if idempotency is not None:
-                await remember_response(
-                    tx, request=idempotency, status_code=201, resource_id=job.id, body=job.body
-                )
-            await record_change(
-                tx,
-                collection="jobs",
-                op="create",
-                resource_id=job.id,
-                data=job.body,
-            )
-    except ConstraintViolation:
-        if idempotency is None:
-            raise
-        raise DuplicateRequest() from None
-    return job
+
+    async def insert(tx: Transaction) -> StoredJob:
+        row = await tx.fetch_one(
+            "INSERT INTO jobs (id, title, description, status, created_by, version, queue, "
+            "payload, priority, max_attempts, attempts, cancel_requested, lease_token, "
+            "run_after, created_at, updated_at) VALUES (:id, :title, :description, 'pending', "
+            ":created_by, 1, :queue, :payload, :priority, :max_attempts, 0, :false, 0, :now, "
+            f":now, :now) RETURNING {JOB_COLUMNS}",
+            {
+                "id": str(uuid.uuid4()),
+                "title": title,
+                "description": description,
+                "created_by": created_by,
+                "queue": queue,
+                "payload": canonical_json(payload).decode() if payload is not None else None,
+                "priority": priority,
+                "max_attempts": max_attempts,
+                "false": False,
+                "now": now,
+            },
+        )
+        assert row is not None
+        return _stored(row)
+
+    return await create_once(db, collection="jobs", insert=insert, idempotency=idempotency)
 
 
 async def get_job(db: Database, *, job_id: str) -> StoredJob | None:
@@ -126,25 +112,16 @@ async def list_jobs(
     if search is not None:
         conditions.append("lower(title) LIKE :search ESCAPE '\\'")
         params["search"] = like_pattern(search.lower())
-    if after is not None:
-        beyond = "<" if newest_first else ">"
-        conditions.append(
-            f"(created_at {beyond} :after_at OR (created_at = :after_at AND id {beyond} :after_id))"
-        )
-        params.update(after_at=after.created_at, after_id=after.id)
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    direction = " DESC" if newest_first else ""
-    sql = f"SELECT {JOB_COLUMNS} FROM jobs{where} ORDER BY created_at{direction}, id{direction}"
-    if limit is not None:
-        sql += " LIMIT :limit"
-        params["limit"] = limit + 1
-    rows = await db.fetch_all(sql, params)
-    more = limit is not None and len(rows) > limit
-    if more:
-        rows = rows[:limit]
-    items = [job_body(row) for row in rows]
-    last = rows[-1] if more else None
-    return items, Position(as_utc(last["created_at"]), last["id"]) if last is not None else None
+    return await keyset_page(
+        db,
+        select=f"SELECT {JOB_COLUMNS} FROM jobs",
+        conditions=conditions,
+        params=params,
+        after=after,
+        limit=limit,
+        newest_first=newest_first,
+        body=job_body,
+    )
 
 
 async def delete_job(db: Database, *, job_id: str, expected_version: int | None) -> bool:

@@ -10,11 +10,11 @@ from starlette.responses import Response
 
 from orchestrator.auth.deps import Reader, Writer
 from orchestrator.db.changelog import collection_revision
-from orchestrator.db.idempotency import DuplicateRequest, stored_response
+from orchestrator.db.idempotency import IdempotentRequest
 from orchestrator.db.keyset import Position
-from orchestrator.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unprocessable
+from orchestrator.errors import Forbidden, NotFound, PreconditionFailed, Unprocessable
 from orchestrator.http.etag import if_match_version
-from orchestrator.http.idempotency import idempotent_request, replay
+from orchestrator.http.idempotency import create_response
 from orchestrator.http.lists import (
     MAX_LIMIT,
     PageRequest,
@@ -51,15 +51,9 @@ def _stale(current: StoredJob) -> PreconditionFailed:
 @router.post(JOBS, status_code=201, response_model=None, summary="Create a job")
 async def post_job(body: JobCreate, request: Request, user: Writer) -> Response:
     db = services_of(request).db
-    idempotency = idempotent_request(
-        request.headers, user_id=user.id, method="POST", path=JOBS, payload=body.model_dump()
-    )
-    if idempotency is not None:
-        stored = await stored_response(db, idempotency)
-        if stored is not None:
-            return replay(stored, location=_location(stored.resource_id or ""))
-    try:
-        job = await create_job(
+
+    async def create(idempotency: IdempotentRequest | None) -> StoredJob:
+        return await create_job(
             db,
             title=body.title,
             description=body.description,
@@ -70,13 +64,16 @@ async def post_job(body: JobCreate, request: Request, user: Writer) -> Response:
             max_attempts=body.max_attempts,
             idempotency=idempotency,
         )
-    except DuplicateRequest:
-        assert idempotency is not None
-        stored = await stored_response(db, idempotency)
-        if stored is None:
-            raise Conflict("A request with this Idempotency-Key is in progress") from None
-        return replay(stored, location=_location(stored.resource_id or ""))
-    return data_response(job.body, job.etag, status=201, headers={"Location": _location(job.id)})
+
+    return await create_response(
+        request,
+        db,
+        user_id=user.id,
+        path=JOBS,
+        payload=body.model_dump(),
+        create=create,
+        location=_location,
+    )
 
 
 MAX_SEARCH = 200

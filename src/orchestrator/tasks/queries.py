@@ -6,13 +6,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.db import ConstraintViolation, Database, Row
+from orchestrator.db import Database, Row, Transaction
 from orchestrator.db.changelog import record_change
-from orchestrator.db.idempotency import DuplicateRequest, IdempotentRequest, remember_response
-from orchestrator.db.keyset import Position
+from orchestrator.db.idempotency import IdempotentRequest, create_once
+from orchestrator.db.keyset import Position, keyset_page
 from orchestrator.representation import canonical_json, etag_for
 from orchestrator.tasks.records import TASK_COLUMNS, task_body
-from orchestrator.timestamps import as_utc, utcnow
+from orchestrator.timestamps import utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,38 +40,24 @@ async def create_task(
 ) -> StoredTask:
     """Insert a task; with `idempotency`, raises DuplicateRequest if the key won elsewhere."""
     now = utcnow()
-    try:
-        async with db.transaction() as tx:
-            row = await tx.fetch_one(
-                "INSERT INTO tasks (id, title, description, version, created_by, created_at, "
-                "updated_at) VALUES (:id, :title, :description, 1, :created_by, :now, :now) "
-                f"RETURNING {TASK_COLUMNS}",
-                {
-                    "id": str(uuid.uuid4()),
-                    "title": title,
-                    "description": description,
-                    "created_by": created_by,
-                    "now": now,
-                },
-            )
-            assert row is not None
-            task = _stored(row)
-            if idempotency is not None:
-                await remember_response(
-                    tx, request=idempotency, status_code=201, resource_id=task.id, body=task.body
-                )
-            await record_change(
-                tx,
-                collection="tasks",
-                op="create",
-                resource_id=task.id,
-                data=task.body,
-            )
-    except ConstraintViolation:
-        if idempotency is None:
-            raise
-        raise DuplicateRequest() from None
-    return task
+
+    async def insert(tx: Transaction) -> StoredTask:
+        row = await tx.fetch_one(
+            "INSERT INTO tasks (id, title, description, version, created_by, created_at, "
+            "updated_at) VALUES (:id, :title, :description, 1, :created_by, :now, :now) "
+            f"RETURNING {TASK_COLUMNS}",
+            {
+                "id": str(uuid.uuid4()),
+                "title": title,
+                "description": description,
+                "created_by": created_by,
+                "now": now,
+            },
+        )
+        assert row is not None
+        return _stored(row)
+
+    return await create_once(db, collection="tasks", insert=insert, idempotency=idempotency)
 
 
 async def get_task(db: Database, *, task_id: str) -> StoredTask | None:
@@ -83,26 +69,8 @@ async def list_tasks(
     db: Database, *, after: Position | None, limit: int | None
 ) -> tuple[list[dict[str, Any]], Position | None]:
     """Tasks in (`created_at`, `id`) order after `after`; the position of the next page."""
-    where, params = _after(after)
-    sql = f"SELECT {TASK_COLUMNS} FROM tasks{where} ORDER BY created_at, id"
-    if limit is not None:
-        sql += " LIMIT :limit"
-        params["limit"] = limit + 1
-    rows = await db.fetch_all(sql, params)
-    more = limit is not None and len(rows) > limit
-    if more:
-        rows = rows[:limit]
-    items = [task_body(row) for row in rows]
-    last = rows[-1] if more else None
-    return items, Position(as_utc(last["created_at"]), last["id"]) if last is not None else None
-
-
-def _after(after: Position | None) -> tuple[str, dict[str, Any]]:
-    if after is None:
-        return "", {}
-    return (
-        " WHERE (created_at > :after_at OR (created_at = :after_at AND id > :after_id))",
-        {"after_at": after.created_at, "after_id": after.id},
+    return await keyset_page(
+        db, select=f"SELECT {TASK_COLUMNS} FROM tasks", after=after, limit=limit, body=task_body
     )
 
 

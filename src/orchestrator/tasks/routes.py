@@ -9,11 +9,11 @@ from starlette.responses import Response
 
 from orchestrator.auth.deps import Reader, Writer
 from orchestrator.db.changelog import collection_revision
-from orchestrator.db.idempotency import DuplicateRequest, stored_response
+from orchestrator.db.idempotency import IdempotentRequest
 from orchestrator.db.keyset import Position
-from orchestrator.errors import Conflict, NotFound, PreconditionFailed
+from orchestrator.errors import NotFound, PreconditionFailed
 from orchestrator.http.etag import if_match_version
-from orchestrator.http.idempotency import idempotent_request, replay
+from orchestrator.http.idempotency import create_response
 from orchestrator.http.lists import PageRequest, page_request, serve_list
 from orchestrator.http.responses import conditional_get, data_response
 from orchestrator.http.routing import Routes
@@ -56,28 +56,25 @@ def _stale(current: StoredTask) -> PreconditionFailed:
 @router.post(TASKS, status_code=201, response_model=None, summary="Create a task")
 async def post_task(body: TaskCreate, request: Request, user: Writer) -> Response:
     db = services_of(request).db
-    idempotency = idempotent_request(
-        request.headers, user_id=user.id, method="POST", path=TASKS, payload=body.model_dump()
-    )
-    if idempotency is not None:
-        stored = await stored_response(db, idempotency)
-        if stored is not None:
-            return replay(stored, location=_location(stored.resource_id or ""))
-    try:
-        task = await create_task(
+
+    async def create(idempotency: IdempotentRequest | None) -> StoredTask:
+        return await create_task(
             db,
             title=body.title,
             description=body.description,
             created_by=user.username,
             idempotency=idempotency,
         )
-    except DuplicateRequest:
-        assert idempotency is not None
-        stored = await stored_response(db, idempotency)
-        if stored is None:
-            raise Conflict("A request with this Idempotency-Key is in progress") from None
-        return replay(stored, location=_location(stored.resource_id or ""))
-    return data_response(task.body, task.etag, status=201, headers={"Location": _location(task.id)})
+
+    return await create_response(
+        request,
+        db,
+        user_id=user.id,
+        path=TASKS,
+        payload=body.model_dump(),
+        create=create,
+        location=_location,
+    )
 
 
 @router.get(TASK_LIST, response_model=None, responses=_CONDITIONAL, summary="List tasks")
