@@ -22,7 +22,7 @@ import orjson
 from orchestrator.db import Database, Row, Transaction
 from orchestrator.db.changelog import Change, record_change
 from orchestrator.errors import Conflict, NotFound
-from orchestrator.jobs.records import JOB_COLUMNS, job_body
+from orchestrator.jobs.records import JOB_COLUMNS, StoredJob, stored_job
 from orchestrator.representation import canonical_json
 from orchestrator.timestamps import as_utc, iso, utcnow
 
@@ -41,7 +41,7 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    job: dict[str, Any]
+    job: StoredJob
     lease: Lease
 
 
@@ -82,23 +82,24 @@ def _lease(row: Row) -> Lease:
     return Lease(token=int(row["lease_token"]), expires_at=iso(as_utc(row["lease_expires_at"])))
 
 
-async def _transition(db: Database, sql: str, params: dict[str, Any]) -> Row | None:
+async def _transition(
+    db: Database, sql: str, params: dict[str, Any]
+) -> tuple[Row, StoredJob] | None:
     """Run one guarded UPDATE … RETURNING and log the change when it moved a job."""
     async with db.transaction() as tx:
         row = await tx.fetch_one(sql, params)
-        if row is not None:
-            await _record(tx, row)
-    return row
+        if row is None:
+            return None
+        job = await _record(tx, row)
+    return row, job
 
 
-async def _record(tx: Transaction, row: Row) -> None:
-    await record_change(
-        tx,
-        collection="jobs",
-        op="update",
-        resource_id=row["id"],
-        data=canonical_json(job_body(row)),
-    )
+async def _record(tx: Transaction, row: Row) -> StoredJob:
+    """Log the change of a moved job; its representation, built once for the log and the
+    answer."""
+    job = stored_job(row)
+    await record_change(tx, collection="jobs", op="update", resource_id=job.id, data=job.body)
+    return job
 
 
 async def _current(db: Database, job_id: str) -> Row:
@@ -150,10 +151,11 @@ async def claim_job(
         f"WHERE id = ({pick}) AND status = 'pending' {_RETURNING}"
     )
     params = {"queues": queue_param, "worker": worker, **_clock(db.dialect, lease=lease_seconds)}
-    row = await _transition(db, sql, params)
-    if row is None:
+    moved = await _transition(db, sql, params)
+    if moved is None:
         return None
-    return Claim(job=job_body(row), lease=_lease(row))
+    row, job = moved
+    return Claim(job=job, lease=_lease(row))
 
 
 async def next_due_in(*, db: Database, queues: Sequence[str]) -> float | None:
@@ -270,7 +272,7 @@ async def heartbeat(*, db: Database, job_id: str, token: int, lease_seconds: flo
     )
 
 
-async def complete_job(*, db: Database, job_id: str, token: int, result: Any) -> dict[str, Any]:
+async def complete_job(*, db: Database, job_id: str, token: int, result: Any) -> StoredJob:
     """running → succeeded with `result`; repeating it with the same token is harmless."""
     now = _now(db.dialect)
     sql = (
@@ -284,12 +286,12 @@ async def complete_job(*, db: Database, job_id: str, token: int, result: Any) ->
         "result": canonical_json(result).decode(),
         **_clock(db.dialect),
     }
-    row = await _transition(db, sql, params)
-    if row is not None:
-        return job_body(row)
+    moved = await _transition(db, sql, params)
+    if moved is not None:
+        return moved[1]
     current = await _current(db, job_id)
     if current["status"] == "succeeded" and int(current["lease_token"]) == token:
-        return job_body(current)
+        return stored_job(current)
     raise await _refuse(db, job_id=job_id, token=token)
 
 
@@ -307,7 +309,7 @@ async def fail_job(
     retry: bool,
     backoff_base: float,
     backoff_cap: float,
-) -> dict[str, Any]:
+) -> StoredJob:
     """running → pending after a backoff (attempts left), failed, or cancelled (if requested)."""
     now = _now(db.dialect)
     async with db.transaction() as tx:
@@ -316,7 +318,7 @@ async def fail_job(
             "WHERE id = :id AND status = 'running' AND lease_token = :token",
             {"id": job_id, "token": token},
         )
-        row = None
+        job = None
         if held is not None:
             attempts = int(held["attempts"])
             delay = retry_delay(attempts=attempts, base=backoff_base, cap=backoff_cap)
@@ -341,13 +343,13 @@ async def fail_job(
                 },
             )
             if row is not None:
-                await _record(tx, row)
-    if row is None:
+                job = await _record(tx, row)
+    if job is None:
         raise await _refuse(db, job_id=job_id, token=token)
-    return job_body(row)
+    return job
 
 
-async def release_job(*, db: Database, job_id: str, token: int) -> dict[str, Any]:
+async def release_job(*, db: Database, job_id: str, token: int) -> StoredJob:
     """running → pending at once, the attempt not counted (a worker shutting down)."""
     now = _now(db.dialect)
     sql = (
@@ -358,16 +360,16 @@ async def release_job(*, db: Database, job_id: str, token: int) -> dict[str, Any
         f"run_after = {now}, lease_expires_at = NULL, version = version + 1, updated_at = {now} "
         f"WHERE id = :id AND status = 'running' AND lease_token = :token {_RETURNING}"
     )
-    row = await _transition(db, sql, {"id": job_id, "token": token, **_clock(db.dialect)})
-    if row is None:
+    moved = await _transition(db, sql, {"id": job_id, "token": token, **_clock(db.dialect)})
+    if moved is None:
         raise await _refuse(db, job_id=job_id, token=token)
-    return job_body(row)
+    return moved[1]
 
 
 # ------------------------------------------------------------------- cancellation
 
 
-async def cancel_job(*, db: Database, job_id: str) -> dict[str, Any]:
+async def cancel_job(*, db: Database, job_id: str) -> StoredJob:
     """pending → cancelled at once; running → cancel requested; finished → 409."""
     now = _now(db.dialect)
     sql = (
@@ -379,12 +381,12 @@ async def cancel_job(*, db: Database, job_id: str) -> dict[str, Any]:
         "WHERE id = :id AND (status = 'pending' OR (status = 'running' AND NOT cancel_requested)) "
         f"{_RETURNING}"
     )
-    row = await _transition(db, sql, {"id": job_id, **_clock(db.dialect)})
-    if row is not None:
-        return job_body(row)
+    moved = await _transition(db, sql, {"id": job_id, **_clock(db.dialect)})
+    if moved is not None:
+        return moved[1]
     current = await _current(db, job_id)
     if current["status"] == "running":  # already requested: asking again changes nothing
-        return job_body(current)
+        return stored_job(current)
     raise Conflict(f"The job is already {current['status']}")
 
 

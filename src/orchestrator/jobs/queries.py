@@ -3,38 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.db import Database, Row, Transaction
+from orchestrator.db import Database, Transaction
 from orchestrator.db.changelog import record_change
 from orchestrator.db.idempotency import IdempotentRequest, create_once
 from orchestrator.db.keyset import Position, keyset_page
-from orchestrator.jobs.records import JOB_COLUMNS, job_body
-from orchestrator.representation import canonical_json, etag_for
+from orchestrator.jobs.records import JOB_COLUMNS, StoredJob, job_body, stored_job
+from orchestrator.representation import canonical_json
 from orchestrator.timestamps import utcnow
-
-
-@dataclass(frozen=True, slots=True)
-class StoredJob:
-    """A job's representation: its canonical body, the ETag of those bytes, and the guards."""
-
-    id: str
-    version: int
-    created_by: str
-    body: bytes
-    etag: str
-
-
-def _stored(row: Row) -> StoredJob:
-    body = canonical_json(job_body(row))
-    return StoredJob(
-        id=row["id"],
-        version=int(row["version"]),
-        created_by=row["created_by"],
-        body=body,
-        etag=etag_for(body),
-    )
 
 
 async def create_job(
@@ -73,14 +50,14 @@ async def create_job(
             },
         )
         assert row is not None
-        return _stored(row)
+        return stored_job(row)
 
     return await create_once(db, collection="jobs", insert=insert, idempotency=idempotency)
 
 
 async def get_job(db: Database, *, job_id: str) -> StoredJob | None:
     row = await db.fetch_one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id", {"id": job_id})
-    return _stored(row) if row is not None else None
+    return stored_job(row) if row is not None else None
 
 
 def like_pattern(text: str) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
 from orchestrator.db import Row
+from orchestrator.representation import canonical_json, etag_for
 from orchestrator.timestamps import iso_text
 
 JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
@@ -52,3 +54,31 @@ def job_body(row: Row) -> dict[str, Any]:
         "created_at": _ts(row["created_at"]),
         "updated_at": _ts(row["updated_at"]),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """A job's representation: its canonical body, the ETag of those bytes, and the guards."""
+
+    id: str
+    status: str
+    version: int
+    created_by: str
+    body: bytes
+    etag: str
+    data: dict[str, Any] = field(repr=False, compare=False)  # what `body` serialises
+
+
+def stored_job(row: Row) -> StoredJob:
+    """The job of a row, serialised once: the bytes the change log keeps and the client gets."""
+    data = job_body(row)
+    body = canonical_json(data)
+    return StoredJob(
+        id=row["id"],
+        status=row["status"],
+        version=int(row["version"]),
+        created_by=row["created_by"],
+        body=body,
+        etag=etag_for(body),
+        data=data,
+    )

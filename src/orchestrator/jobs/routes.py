@@ -24,8 +24,8 @@ from orchestrator.http.lists import (
 )
 from orchestrator.http.responses import conditional_get, data_response
 from orchestrator.http.routing import Routes
-from orchestrator.jobs.queries import StoredJob, create_job, delete_job, get_job, list_jobs
-from orchestrator.jobs.records import JobStatus
+from orchestrator.jobs.queries import create_job, delete_job, get_job, list_jobs
+from orchestrator.jobs.records import JobStatus, StoredJob
 from orchestrator.jobs.schemas import JobCreate
 from orchestrator.services import services_of
 from orchestrator.text import storable
