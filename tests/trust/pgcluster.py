@@ -6,11 +6,14 @@ OS user (`runuser`), in a temp directory that user owns.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +62,7 @@ class PgCluster:
         return subprocess.run(command, capture_output=True, text=True, check=check, timeout=60)
 
     def init(self) -> PgCluster:
+        _OWNED.append(self)
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
@@ -91,8 +95,12 @@ class PgCluster:
         self.stop("immediate")
 
     def _pids(self) -> list[int]:
-        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
-        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+        """The postmaster and its children; none when the cluster is not running."""
+        try:
+            postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+            children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+        except (OSError, ValueError, IndexError):
+            return []
         return [postmaster, *map(int, children)]
 
     def hang(self) -> list[int]:
@@ -102,10 +110,44 @@ class PgCluster:
             os.kill(pid, signal.SIGSTOP)
         return pids
 
+    def destroy(self) -> None:
+        """Stop the cluster whatever state it is in (a hung one takes no signal until it is
+        resumed; a stop that times out leaves it running) and delete its files."""
+        if self in _OWNED:
+            _OWNED.remove(self)
+        pids = self._pids()
+        self.resume(pids)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.stop("immediate")
+        for pid in self._pids() or pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def resume(self, pids: list[int]) -> None:
         for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
-    def destroy(self) -> None:
-        self.stop("immediate")
-        shutil.rmtree(self.root, ignore_errors=True)
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a process that has not ended (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+# Clusters this test process made and has not destroyed: an interrupted run (a fixture's
+# teardown that never ran) must not leave one running behind it.
+_OWNED: list[PgCluster] = []
+
+
+@atexit.register
+def _destroy_leftovers() -> None:
+    for cluster in list(_OWNED):
+        cluster.destroy()
