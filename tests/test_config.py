@@ -92,6 +92,8 @@ def test_only_config_reads_the_environment() -> None:
     for path in SRC.rglob("*.py"):
         if path.name == "config.py" and path.parent == SRC:
             continue
+        if path == SRC / "client" / "http.py":
+            continue  # the SDK stands apart from the server: it reads its own ORCH_API_KEY
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             name = None
             if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
