@@ -132,6 +132,10 @@ async def test_a_held_write_lock_stalls_neither_health_nor_reads(
 ) -> None:
     """Another connection holds the write lock: a write waits, everything else answers."""
     assert isinstance(services.db, SqliteDatabase)
+    # Logging in writes (it starts a session), so it happens before the lock is taken.
+    login = await client.post("/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert login.status_code == 200
+    auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
     holder = sqlite3.connect(
         services.db.path, isolation_level=None, timeout=30, check_same_thread=False
     )
@@ -147,10 +151,8 @@ async def test_a_held_write_lock_stalls_neither_health_nor_reads(
             await asyncio.sleep(0)
         assert (await client.get("/health")).status_code == 200
         assert (await client.get("/healthz")).status_code == 200
-        login = await client.post(
-            "/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-        )
-        assert login.status_code == 200
+        assert (await client.get("/api/v1/users/me", headers=auth)).status_code == 200
+        assert (await client.get("/api/v1/jobs", headers=auth)).status_code == 200
         assert await get_user(services.db, username="admin") is not None
         assert not write.done()  # all of the above answered while the write was still waiting
         holder.execute("COMMIT")
