@@ -82,6 +82,23 @@ async def test_bad_token_in_header_is_closed_1008(stack: Stack) -> None:
         assert await close_code(ws) == (1008, [])
 
 
+async def test_a_token_offered_as_a_bearer_subprotocol_authenticates(stack: Stack) -> None:
+    name = username()
+    token = await stack.user(name)
+    # As a browser does: its token as a subprotocol, next to the one the server answers.
+    async with ws_connect(stack.server, subprotocols=["orchestrator", f"bearer.{token}"]) as ws:
+        assert ws.subprotocol == "orchestrator"  # the token does not come back
+        first = await recv_json(ws)
+    assert first["type"] == "connection"
+    assert first["user"] == name
+    # Offered alone, it is the one answered: a browser fails a handshake answered with none.
+    async with ws_connect(stack.server, subprotocols=[f"bearer.{token}"]) as ws:
+        assert ws.subprotocol == f"bearer.{token}"
+        assert (await recv_json(ws))["user"] == name
+    async with ws_connect(stack.server, subprotocols=["orchestrator", "bearer.not-a-token"]) as ws:
+        assert await close_code(ws) == (1008, [])
+
+
 async def test_disabled_user_is_refused_and_cut_off(stack: Stack) -> None:
     name = username()
     token = await stack.user(name)

@@ -168,3 +168,22 @@ async def test_refusals_are_readable_by_allowed_origins(tmp_path: Path) -> None:
         assert response.status_code == 429
         assert response.headers["access-control-allow-origin"] == "https://console.example"
         assert "Retry-After" in response.headers["access-control-expose-headers"]
+
+
+async def test_websocket_connects_are_counted_per_user_whatever_carries_the_token(
+    tmp_path: Path,
+) -> None:
+    async with running_app(tmp_path, **LIMITED) as app:
+        limits = services_of(app).rate_limits
+        token = services_of(app).tokens.issue("admin")
+        base = {"type": "websocket", "client": ("192.0.2.1", 1), "query_string": b""}
+        carriers: list[dict[str, object]] = [
+            {"headers": [(b"authorization", f"Bearer {token}".encode())]},
+            {"headers": [], "subprotocols": ["orchestrator", f"bearer.{token}"]},
+            {"headers": [], "query_string": f"token={token}".encode()},
+        ]
+        for carrier in carriers:
+            assert limits.key_of({**base, **carrier}) == "user:admin"
+        assert limits.key_of({**base, "headers": [], "subprotocols": ["bearer.x"]}) == (
+            "ip:192.0.2.1"
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import jwt
@@ -11,7 +12,31 @@ import jwt
 from orchestrator.errors import Unauthorized
 
 REQUIRED_CLAIMS = ("sub", "iss", "aud", "exp", "iat", "jti")
+# A WebSocket client that cannot set headers (a browser) offers its token as the subprotocol
+# `bearer.<token>` (as Kubernetes does), next to `orchestrator`, which the server then picks.
+BEARER_SUBPROTOCOL_PREFIX = "bearer."
+WEBSOCKET_SUBPROTOCOL = "orchestrator"
 _CACHE_LIMIT = 10_000
+
+
+def subprotocol_token(subprotocols: Iterable[str]) -> str | None:
+    """The token offered as a `bearer.<token>` WebSocket subprotocol, if any."""
+    for offered in subprotocols:
+        if offered.startswith(BEARER_SUBPROTOCOL_PREFIX) and len(offered) > 7:
+            return offered.removeprefix(BEARER_SUBPROTOCOL_PREFIX)
+    return None
+
+
+def chosen_subprotocol(subprotocols: Iterable[str]) -> str | None:
+    """What the server answers: `orchestrator` when offered, else the client's bearer offer.
+
+    A browser fails a handshake whose answer is none of the protocols it offered, so one that
+    offers only its token gets that back (on its own connection; proxies log no answers).
+    """
+    offered = list(subprotocols)
+    if WEBSOCKET_SUBPROTOCOL in offered:
+        return WEBSOCKET_SUBPROTOCOL
+    return next((p for p in offered if p.startswith(BEARER_SUBPROTOCOL_PREFIX)), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from orchestrator.auth.deps import (
     bearer_token,
     recheck,
 )
+from orchestrator.auth.tokens import chosen_subprotocol, subprotocol_token
 from orchestrator.background import cancel_and_wait
 from orchestrator.changes.hub import (
     SUBSCRIBABLE,
@@ -69,8 +70,11 @@ def error_frame(code: str, message: str) -> str:
 
 
 def ws_token(websocket: WebSocket) -> str | None:
-    return websocket.query_params.get("token") or bearer_token(
-        websocket.headers.get("authorization")
+    """The token of the `Authorization` header, the `bearer.` subprotocol or `?token=`."""
+    return (
+        bearer_token(websocket.headers.get("authorization"))
+        or subprotocol_token(websocket.scope.get("subprotocols", ()))
+        or websocket.query_params.get("token")
     )
 
 
@@ -316,7 +320,7 @@ async def _serve(websocket: WebSocket) -> None:
 @router.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     # Accept before judging the token, so that a refusal is a close code the client can see.
-    await websocket.accept()
+    await websocket.accept(chosen_subprotocol(websocket.scope.get("subprotocols", ())))
     try:
         await _serve(websocket)
     except Exception:

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orchestrator.auth.tokens import TokenService
+from orchestrator.auth.tokens import TokenService, subprotocol_token
 from orchestrator.config import Settings
 from orchestrator.errors import ApiError, Unauthorized
 from orchestrator.http.client_ip import ClientAddress, ForwardedHeader
@@ -226,6 +226,9 @@ def _token_of(scope: Scope) -> str | None:
                 return token.strip()
             return None
     if scope["type"] == "websocket":
+        offered = subprotocol_token(scope.get("subprotocols", ()))
+        if offered is not None:
+            return offered
         query: bytes = scope.get("query_string", b"")
         for part in query.decode("latin-1").split("&"):
             key, _, value = part.partition("=")
