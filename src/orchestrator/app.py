@@ -113,7 +113,12 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         rate_limits=rate_limits,
         feed=feed,
-        hub=Hub(db=db, feed=feed, metrics=metrics),
+        hub=Hub(
+            db=db,
+            feed=feed,
+            metrics=metrics,
+            user_queue_bytes=settings.ws_send_queue_user_bytes,
+        ),
         claim_waiters=claim_waiters,
         list_cache=ListCache(),
         sweeper=lease_sweeper(

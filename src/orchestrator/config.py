@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     """Messages a WebSocket client may send per second; faster is closed with 1008."""
     ws_send_queue_frames: int = Field(default=10_000, ge=1)
     """Frames queued for a slow WebSocket client before it is disconnected."""
+    ws_send_queue_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    """Bytes queued for one slow WebSocket or SSE client before it is disconnected (1013)."""
+    ws_send_queue_user_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+    """Bytes queued for all of one user's connections (in one process) before one is closed."""
     ws_ping_interval_seconds: float = Field(default=20.0, gt=0, le=3600)
     """How often the server pings each WebSocket client."""
     ws_ping_timeout_seconds: float = Field(default=20.0, gt=0, le=3600)

@@ -8,6 +8,7 @@ everything this process had delivered at registration, so the union has no gap.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -51,12 +52,40 @@ def frame(body: dict[str, object]) -> str:
     return orjson.dumps(body).decode()
 
 
-class Outbox:
-    """A bounded queue of frames for one connection; a full queue marks the client as too slow."""
+class ByteBudget:
+    """The bytes one user's connections hold queued (their own frames), against a limit."""
+
+    __slots__ = ("limit", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.used = 0
+
+
+UNBOUNDED = 1 << 62
+
+
+class Outbox:
+    """A queue of frames for one connection, bounded in frames and in bytes (its own, and its
+    user's): going over marks the client as too slow.
+
+    Bytes are counted from `put` until the writer has sent them (it comes back to `take` for
+    more), since a client that does not read holds the batch in the writer as much as in the
+    queue. Live changes are one frame shared by every subscriber: they count for each
+    connection, not against the user, whose budget is for what each connection alone holds
+    (echoes, acknowledgements, replays).
+    """
+
+    def __init__(
+        self, limit: int, *, max_bytes: int = UNBOUNDED, budget: ByteBudget | None = None
+    ) -> None:
+        self.limit = limit
+        self.max_bytes = max_bytes
+        self.budget = budget or ByteBudget(UNBOUNDED)
         self._frames: deque[str] = deque()
+        self._bytes = 0  # queued and in flight
+        self._own_bytes = 0  # the part of it counted against the user's budget
+        self._in_flight = (0, 0)  # the batch the writer took last: its bytes, its own bytes
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -65,30 +94,47 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._frames)
 
-    def put(self, text: str) -> bool:
-        """Queue a frame without waiting; False (and `overflowed` set) when the queue is full."""
+    def put(self, text: str, *, shared: bool = False) -> bool:
+        """Queue a frame without waiting; False (and `overflowed` set) when over a bound."""
         if self.overflowed.is_set():
             return False
-        if len(self._frames) >= self.limit:
+        size = sys.getsizeof(text)  # what it holds in memory, whatever its characters
+        own = 0 if shared else size
+        if self._frames and (
+            len(self._frames) >= self.limit
+            or self._bytes + size > self.max_bytes
+            or self.budget.used + own > self.budget.limit
+        ):
             self.overflowed.set()
             self._frames.clear()  # never sent now: the client resumes from the log
+            self.release()
             self._ready.set()
             return False
         self._frames.append(text)
+        self._bytes += size
+        self._own_bytes += own
+        self.budget.used += own
         self._ready.set()
-        if len(self._frames) >= self.limit:
+        if len(self._frames) >= self.limit or self._bytes >= self.max_bytes:
             self._room.clear()
         return True
 
     async def put_waiting(self, text: str) -> bool:
         """Queue a frame, waiting for room (replays go at the pace of the client)."""
-        while len(self._frames) >= self.limit and not self.overflowed.is_set():
+        size = sys.getsizeof(text)
+        while (
+            self._frames
+            and (len(self._frames) >= self.limit or self._bytes + size > self.max_bytes)
+            and not self.overflowed.is_set()
+        ):
             self._room.clear()
             await self._room.wait()
         return self.put(text)
 
     async def take(self) -> list[str]:
-        """Every queued frame, waiting for at least one."""
+        """Every queued frame, waiting for at least one (the last batch has been sent)."""
+        self._settle_in_flight()
+        self._room.set()
         while not self._frames:
             self._ready.clear()
             await self._ready.wait()
@@ -96,8 +142,22 @@ class Outbox:
                 return []
         frames = list(self._frames)
         self._frames.clear()
+        self._in_flight = (self._bytes, self._own_bytes)
         self._room.set()
         return frames
+
+    def release(self) -> None:
+        """Give back everything still counted (the connection is over, or overflowed)."""
+        self.budget.used -= self._own_bytes
+        self._bytes = self._own_bytes = 0
+        self._in_flight = (0, 0)
+
+    def _settle_in_flight(self) -> None:
+        sent, own = self._in_flight
+        self._in_flight = (0, 0)
+        self._bytes -= sent
+        self._own_bytes -= own
+        self.budget.used -= own
 
 
 class ResyncRequired(Exception):
@@ -145,7 +205,10 @@ class Subscriber:
         self.position = change.revision
         collection = change.collection
         if collection in self.collections and change.revision > self._floors[collection]:
-            self.outbox.put(text if text is not None else change_frame(change))
+            if text is not None:
+                self.outbox.put(text, shared=True)  # one string for every subscriber
+            else:
+                self.outbox.put(change_frame(change))
 
     # --------------------------------------------------------------------- commands
 
@@ -278,6 +341,7 @@ class Session:
 
     username: str
     revalidate: asyncio.Event
+    budget: ByteBudget  # shared by the user's connections in this process
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,13 +398,22 @@ async def watch_session(
 class Hub:
     """Per-process fan-out: one feed listener, many subscribers."""
 
-    def __init__(self, *, db: Database, feed: ChangeFeed, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        feed: ChangeFeed,
+        metrics: Metrics,
+        user_queue_bytes: int = UNBOUNDED,
+    ) -> None:
         self.db = db
         self.feed = feed
         self.metrics = metrics
+        self.user_queue_bytes = user_queue_bytes
         self._subscribers: set[Subscriber] = set()
         self._sessions: set[Session] = set()
         self._per_user: dict[str, int] = {}
+        self._budgets: dict[str, ByteBudget] = {}
         self.draining = asyncio.Event()  # set when the server begins to shut down
 
     async def start(self) -> None:
@@ -377,7 +450,8 @@ class Hub:
         if self._per_user.get(key, 0) >= limit:
             return None
         self._per_user[key] = self._per_user.get(key, 0) + 1
-        session = Session(username=key, revalidate=asyncio.Event())
+        budget = self._budgets.setdefault(key, ByteBudget(self.user_queue_bytes))
+        session = Session(username=key, revalidate=asyncio.Event(), budget=budget)
         self._sessions.add(session)
         return session
 
@@ -390,6 +464,7 @@ class Hub:
             self._per_user[session.username] = left
         else:
             self._per_user.pop(session.username, None)
+            self._budgets.pop(session.username, None)
 
     @property
     def subscriber_count(self) -> int:

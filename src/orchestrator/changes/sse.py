@@ -109,7 +109,11 @@ class EventStream(Response):
         self.expires_at = principal.expires_at
         self.collections = collections
         self.since = since
-        self.outbox = Outbox(services.settings.ws_send_queue_frames)
+        self.outbox = Outbox(
+            services.settings.ws_send_queue_frames,
+            max_bytes=services.settings.ws_send_queue_bytes,
+            budget=session.budget,
+        )
         self.subscriber = Subscriber(hub, self.outbox)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,6 +134,7 @@ class EventStream(Response):
             self.hub.close_session(self.session)
             for task in tasks:
                 await cancel_and_wait(task)
+            self.outbox.release()
         with contextlib.suppress(OSError):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 

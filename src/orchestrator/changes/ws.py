@@ -137,7 +137,11 @@ class Connection:
         self.principal = principal
         self.expires_at = principal.expires_at
         self.session = session
-        self.outbox = Outbox(settings.ws_send_queue_frames)
+        self.outbox = Outbox(
+            settings.ws_send_queue_frames,
+            max_bytes=settings.ws_send_queue_bytes,
+            budget=session.budget,
+        )
         self.subscriber = Subscriber(hub, self.outbox)
         self.rate = MessageRate(settings.ws_max_messages_per_second)
         self.test_faults = settings.environment == "test"
@@ -171,17 +175,29 @@ class Connection:
             self.subscriber.close()
             for task in tasks:
                 await cancel_and_wait(task)
+            self.outbox.release()
         if close is not None:
             await self._close(close)
 
     async def _close(self, close: Close) -> None:
         if self.websocket.application_state != WebSocketState.CONNECTED:
             return
-        # A client that stopped reading cannot take the close frame either: bounded wait.
-        with contextlib.suppress(TimeoutError, OSError, RuntimeError, WebSocketDisconnect):
-            await asyncio.wait_for(
-                self.websocket.close(close.code, close.reason), CLOSE_GRACE_SECONDS
-            )
+        # Messages are still read (and dropped) meanwhile: a client blocked sending to us
+        # would otherwise never get to read, nor to see its close frame.
+        discard = asyncio.create_task(self._discard_incoming(), name="ws-discard")
+        try:
+            # A client that stopped reading cannot take the close frame either: bounded wait.
+            with contextlib.suppress(TimeoutError, OSError, RuntimeError, WebSocketDisconnect):
+                await asyncio.wait_for(
+                    self.websocket.close(close.code, close.reason), CLOSE_GRACE_SECONDS
+                )
+        finally:
+            await cancel_and_wait(discard)
+
+    async def _discard_incoming(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
+            while (await self.websocket.receive())["type"] != "websocket.disconnect":
+                pass
 
     async def _write(self) -> None:
         send = self.websocket.send_text
