@@ -20,10 +20,32 @@ def storable(value: str) -> str:
     return value
 
 
-def check_storable_json(value: Any, *, depth: int = 0) -> None:
+# Objects and arrays nest at most this deep in anything we accept or store (a body, a
+# WebSocket message): deeper values cost recursion everywhere they are read and written.
+MAX_JSON_DEPTH = 64
+
+
+def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether objects and arrays nest in `value` more than `limit` levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def check_storable_json(value: Any, *, depth: int = 1) -> None:
     """Every string (keys too) of a JSON value is storable; nesting is bounded."""
-    if depth > 64:
-        raise ValueError("is nested too deeply")
+    if depth > MAX_JSON_DEPTH and isinstance(value, dict | list):
+        raise ValueError(f"is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
         storable(value)
     elif isinstance(value, dict):

@@ -126,6 +126,20 @@ async def test_text_that_is_not_a_json_object_gets_an_error_frame(stack: Stack) 
         assert (await recv_json(ws))["data"] == {"still": "open"}
 
 
+async def test_an_object_nested_past_the_limit_gets_an_error_frame(stack: Stack) -> None:
+    async with ws_connect(stack.server, await stack.user(username())) as ws:
+        await connected(ws)
+        for depth in (65, 254, 1000):
+            await ws.send('{"a":' * depth + "1" + "}" * depth)
+            error = await recv_json(ws)
+            assert error["type"] == "error", depth
+            assert error["code"] == "invalid_message"
+            assert "64" in error["message"]
+        fits = orjson.loads('{"a":' * 63 + "1" + "}" * 63)
+        await send_json(ws, fits)
+        assert (await recv_json(ws))["data"] == fits
+
+
 @pytest.mark.parametrize("compression", [None, "deflate"])
 async def test_message_over_64_kib_closes_1009(stack: Stack, compression: str | None) -> None:
     token = await stack.user(username())

@@ -34,6 +34,7 @@ from orchestrator.changes.hub import (
 from orchestrator.db import DatabaseUnavailable
 from orchestrator.errors import Unauthorized
 from orchestrator.services import Services, services_of
+from orchestrator.text import MAX_JSON_DEPTH, json_depth_exceeds
 from orchestrator.timestamps import iso, utcnow
 
 log = structlog.get_logger(__name__)
@@ -240,6 +241,10 @@ class Connection:
                 continue
             if not isinstance(body, dict):
                 self.outbox.put(error_frame("invalid_message", "The message must be a JSON object"))
+                continue
+            if json_depth_exceeds(body):
+                too_deep = f"Objects and arrays nest at most {MAX_JSON_DEPTH} levels deep"
+                self.outbox.put(error_frame("invalid_message", too_deep))
                 continue
             try:
                 await self._handle(body)

@@ -12,6 +12,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.http.errors import error_response
+from orchestrator.text import MAX_JSON_DEPTH
 
 
 class _Rejected(Exception):
@@ -49,17 +50,23 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _no_nul(value: Any) -> None:
-    stack = [value]
+def _no_nul_nor_depth(value: Any) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
                 raise _Rejected(422, "The request body contains a NUL character")
-        elif isinstance(item, dict):
-            stack.extend(item.values())
+            continue
+        if isinstance(item, dict):
+            children: Any = item.values()
         elif isinstance(item, list):
-            stack.extend(item)
+            children = item
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise _Rejected(422, f"Objects and arrays nest at most {MAX_JSON_DEPTH} levels deep")
+        stack.extend((child, depth + 1) for child in children)
 
 
 def check_json(body: bytes) -> None:
@@ -67,15 +74,15 @@ def check_json(body: bytes) -> None:
     try:
         # orjson refuses invalid UTF-8, lone surrogates, NaN/Infinity, numbers that overflow
         # a double and nesting past 1024, without recursing on our stack.
-        orjson.loads(body)
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise _Rejected(422, f"The request body is not valid JSON: {exc.msg}") from exc
+    _no_nul_nor_depth(parsed)  # before the pass below, which recurses
     try:
         # orjson keeps the last of duplicate keys silently; a second, strict pass refuses them.
-        value = json.loads(body, object_pairs_hook=_unique_keys)
+        json.loads(body, object_pairs_hook=_unique_keys)
     except (RecursionError, ValueError) as exc:
         raise _Rejected(422, "The request body is not valid JSON") from exc
-    _no_nul(value)
 
 
 FORM = b"application/x-www-form-urlencoded"

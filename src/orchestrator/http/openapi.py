@@ -90,7 +90,7 @@ DESCRIPTIONS = {
     412: "If-Match does not match the current ETag",
     413: "Request body larger than the limit",
     415: "Request body is not JSON",
-    422: "The request is not valid",
+    422: "The request is not valid (JSON nested deeper than 64 levels included)",
     428: "This write must be conditional: send If-Match",
     429: "Rate limit exceeded; see Retry-After",
     500: "Internal server error",

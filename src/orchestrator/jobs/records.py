@@ -22,8 +22,10 @@ JOB_COLUMNS = (
 )
 
 
-def _json(value: str | None) -> Any:
-    return orjson.loads(value) if value is not None else None
+def _json(value: str | None) -> orjson.Fragment | None:
+    # Spliced in as stored (canonical JSON), never parsed and written again: what was stored
+    # is shown however it nests (a result stored 252 levels deep made every list a 500).
+    return orjson.Fragment(value) if value is not None else None
 
 
 def _ts(value: Any) -> str | None:
