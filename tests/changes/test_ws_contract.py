@@ -269,6 +269,7 @@ async def test_invalid_commands_get_error_frames(stack: Stack) -> None:
             {"type": "subscribe", "collections": []},
             {"type": "subscribe", "collections": ["tasks"], "since": -1},
             {"type": "subscribe", "collections": ["tasks"], "since": "3"},
+            {"type": "subscribe", "collections": ["tasks"], "since": 2**63},  # past a bigint
             {"type": "unsubscribe", "collections": ["nope"]},
         ):
             await send_json(ws, command)

@@ -32,6 +32,7 @@ SUBSCRIBABLE: tuple[str, ...] = ("jobs", "tasks")
 # Changes after which every live connection checks that its credential still holds.
 CREDENTIALS = frozenset({"users", "sessions", "api_keys"})
 REPLAY_PAGE = 500
+MAX_REVISION = 2**63 - 1  # revisions are PostgreSQL bigints
 
 
 def change_frame(change: Change) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import Annotated
 
 import orjson
@@ -15,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from orchestrator.auth.deps import Principal, Reader, recheck
 from orchestrator.background import cancel_and_wait
 from orchestrator.changes.hub import (
+    MAX_REVISION,
     SUBSCRIBABLE,
     Hub,
     Outbox,
@@ -49,14 +51,22 @@ def parse_collections(value: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+# ASCII digits only: str.isdigit() also takes "²" (which int() then refuses), and int() takes
+# other scripts' digits (Arabic-Indic ones, say).
+_REVISION = re.compile(r"[0-9]{1,19}")
+
+
 def parse_last_event_id(value: str | None) -> int | None:
+    """The revision `Last-Event-ID` names; absent when empty, 422 when it is no revision."""
     if value is None or not value.strip():
         return None
     text = value.strip()
-    if not text.isdigit():
+    if not _REVISION.fullmatch(text) or int(text) > MAX_REVISION:
         raise Unprocessable(
             "Invalid Last-Event-ID",
-            details=[{"field": "Last-Event-ID", "reason": "a revision (an integer >= 0)"}],
+            details=[
+                {"field": "Last-Event-ID", "reason": f"a revision (an integer 0..{MAX_REVISION})"}
+            ],
         )
     return int(text)
 
@@ -197,7 +207,9 @@ async def change_stream(
     request: Request,
     user: Reader,
     collections: Annotated[str | None, Query(description="comma-separated: jobs, tasks")] = None,
-    since: Annotated[int | None, Query(ge=0, description="replay changes after it")] = None,
+    since: Annotated[
+        int | None, Query(ge=0, le=MAX_REVISION, description="replay changes after it")
+    ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
     services = services_of(request)

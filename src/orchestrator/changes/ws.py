@@ -21,6 +21,7 @@ from orchestrator.auth.deps import (
 from orchestrator.auth.tokens import chosen_subprotocol, subprotocol_token
 from orchestrator.background import cancel_and_wait
 from orchestrator.changes.hub import (
+    MAX_REVISION,
     SUBSCRIBABLE,
     Hub,
     Outbox,
@@ -95,8 +96,10 @@ def _collections(value: object, *, required: bool) -> list[str]:
 def _since(value: object) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise CommandError("invalid_command", "since must be a revision (an integer >= 0)")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REVISION:
+        raise CommandError(
+            "invalid_command", f"since must be a revision (an integer 0..{MAX_REVISION})"
+        )
     return value
 
 
