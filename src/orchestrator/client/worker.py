@@ -60,6 +60,17 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+async def _ended(future: asyncio.Future[Any]) -> None:
+    """Wait until `future` has ended, whatever its outcome.
+
+    A cancellation of the caller itself goes through (suppressing `CancelledError` around an
+    `await` would swallow it too, and a worker told to stop would go on claiming).
+    """
+    await asyncio.wait({future})
+    if not future.cancelled():
+        future.exception()  # retrieved, so asyncio does not warn about it
+
+
 def _refusal(exc: ApiError) -> str:
     if isinstance(exc, AuthenticationError):
         return f"the server no longer accepts this account ({exc.status_code} {exc.message})"
@@ -215,8 +226,7 @@ class Worker:
             # to a claim whose client has gone (a grant already on its way would come back
             # when its lease expires).
             claiming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await claiming
+            await _ended(claiming)
             return None
         return claiming.result()
 
@@ -238,8 +248,7 @@ class Worker:
         finally:
             if not watch.done():
                 watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch
+                await _ended(watch)
         interruption: Interruption | None = None
         if not running.done() and not watch.cancelled():
             interruption = watch.result()
@@ -257,8 +266,7 @@ class Worker:
                 log.warning("job %s: lease lost (409 on heartbeat); result will be refused", job_id)
             if interruption == "shutdown" and not is_async:
                 return  # the thread may run on; the process is exiting
-            with contextlib.suppress(BaseException):
-                await running
+            await _ended(running)
             if is_async or interruption == "cancel":
                 return
         self.processed += 1
