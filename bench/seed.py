@@ -70,7 +70,7 @@ JOB_STATUSES = ("succeeded", "succeeded", "succeeded", "failed", "cancelled", "p
 JOB_QUEUES = ("emails", "images", "reports")
 
 
-async def _seed_jobs(url: str, count: int) -> None:
+async def _seed_jobs(url: str, count: int, statuses: tuple[str, ...]) -> None:
     db = open_database(url, timeout=60)
     start = datetime.now(UTC) - timedelta(hours=1)
     try:
@@ -79,7 +79,7 @@ async def _seed_jobs(url: str, count: int) -> None:
             params: dict[str, object] = {"by": "admin", "false": False}
             values = []
             for i in numbers:
-                status = JOB_STATUSES[i % len(JOB_STATUSES)]
+                status = statuses[i % len(statuses)]
                 finished = status in ("succeeded", "failed", "cancelled")
                 values.append(
                     f"(:id{i}, :title{i}, NULL, :status{i}, :by, 2, :queue{i}, :payload{i}, 0, 3, "
@@ -125,7 +125,8 @@ async def _seed_jobs(url: str, count: int) -> None:
         await db.close()
 
 
-def seed_jobs(database_url: str, count: int) -> None:
-    """Migrate `database_url` to the newest schema and create `count` jobs of mixed states."""
+def seed_jobs(database_url: str, count: int, *, statuses: tuple[str, ...] = JOB_STATUSES) -> None:
+    """Migrate `database_url` to the newest schema and create `count` jobs, their states
+    taken in turn from `statuses` (mixed by default)."""
     upgrade(database_url)
-    asyncio.run(_seed_jobs(database_url, count))
+    asyncio.run(_seed_jobs(database_url, count, statuses))

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from orchestrator.db import Database, Transaction
 
-Collection = Literal["jobs", "tasks", "users", "sessions", "api_keys"]
+Collection = Literal["jobs", "tasks", "users", "sessions", "api_keys", "schedules"]
 Op = Literal["create", "update", "delete"]
-COLLECTIONS: tuple[Collection, ...] = ("jobs", "tasks", "users", "sessions", "api_keys")
+COLLECTIONS: tuple[Collection, ...] = (
+    "jobs",
+    "tasks",
+    "users",
+    "sessions",
+    "api_keys",
+    "schedules",
+)
 NOTIFY_CHANNEL = "orch_changes"
 
 
@@ -23,6 +31,11 @@ class Change:
     data: str | None  # canonical JSON of the resource after the change; None for deletes
 
 
+ChangeEntry = tuple[Op, str, bytes | None]  # op, resource id, canonical JSON (None: deleted)
+# Rows per INSERT: 6 parameters each, well inside SQLite's limit of 32,766 and asyncpg's.
+_ROWS_PER_INSERT = 500
+
+
 async def record_change(
     tx: Transaction,
     *,
@@ -31,33 +44,59 @@ async def record_change(
     resource_id: str,
     data: bytes | None,
 ) -> int:
-    """Take the next revision and append the change; returns the revision.
+    """Take the next revision and append the change; returns the revision (see
+    `record_changes`, whose rule it shares: call it last in the transaction)."""
+    return await record_changes(tx, collection=collection, entries=((op, resource_id, data),))
+
+
+async def record_changes(
+    tx: Transaction, *, collection: Collection, entries: Sequence[ChangeEntry]
+) -> int:
+    """Take the next revisions, one per entry in order, and append the changes; returns the
+    last revision (the current one when `entries` is empty).
 
     Call it last in the transaction: the counter row stays locked until commit, which is
     what makes revisions visible in commit order, so the shorter the hold the better.
     """
     assert collection in COLLECTIONS
+    count = len(entries)
+    if count == 0:
+        row = await tx.fetch_one("SELECT revision FROM revision_counter WHERE id = 1")
+        assert row is not None
+        return int(row["revision"])
     row = await tx.fetch_one(
-        f"UPDATE revision_counter SET revision = revision + 1, {collection} = revision + 1 "
-        "WHERE id = 1 RETURNING revision"
+        f"UPDATE revision_counter SET revision = revision + :count, {collection} = revision + "
+        ":count WHERE id = 1 RETURNING revision",
+        {"count": count},
     )
     assert row is not None
-    revision = int(row["revision"])
-    await tx.execute(
-        "INSERT INTO changes (revision, collection, op, resource_id, data, created_at) "
-        "VALUES (:revision, :collection, :op, :resource_id, :data, :created_at)",
-        {
-            "revision": revision,
-            "collection": collection,
-            "op": op,
-            "resource_id": resource_id,
-            "data": data.decode() if data is not None else None,
-            "created_at": datetime.now(UTC),
-        },
-    )
+    last = int(row["revision"])
+    first = last - count + 1
+    created_at = datetime.now(UTC)
+    for start in range(0, count, _ROWS_PER_INSERT):
+        size = min(_ROWS_PER_INSERT, count - start)
+        values = ", ".join(
+            f"(:r{j}, :collection, :o{j}, :i{j}, :d{j}, :created_at)" for j in range(size)
+        )
+        params: dict[str, object] = {"collection": collection, "created_at": created_at}
+        for j in range(size):
+            op, resource_id, data = entries[start + j]
+            params.update(
+                {
+                    f"r{j}": first + start + j,
+                    f"o{j}": op,
+                    f"i{j}": resource_id,
+                    f"d{j}": data.decode() if data is not None else None,
+                }
+            )
+        await tx.execute(
+            "INSERT INTO changes (revision, collection, op, resource_id, data, created_at) "
+            f"VALUES {values}",
+            params,
+        )
     # Delivered at commit; carries only the revision, readers fetch the log themselves.
-    await tx.notify(NOTIFY_CHANNEL, str(revision))
-    return revision
+    await tx.notify(NOTIFY_CHANNEL, str(last))
+    return last
 
 
 async def collection_revision(db: Database, collection: Collection) -> int:

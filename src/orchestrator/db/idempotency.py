@@ -111,6 +111,15 @@ class Stored(Protocol):
 S = TypeVar("S", bound=Stored)
 
 
+class AlreadyExists(Exception):
+    """The domain's own unique rule names a resource that exists: it is the answer (200), and
+    nothing was created."""
+
+    def __init__(self, resource: Stored) -> None:
+        super().__init__(resource.id)
+        self.resource = resource
+
+
 async def create_once(
     db: Database,
     *,
@@ -119,23 +128,46 @@ async def create_once(
     idempotency: IdempotentRequest | None,
 ) -> S:
     """Run `insert` in a transaction that also keeps its response for the idempotency key
-    and records the change; `DuplicateRequest` if the key won in another transaction."""
+    and records the change; `DuplicateRequest` if the key won in another transaction.
+
+    When `insert` raises AlreadyExists, that resource is kept as the key's response (200) and
+    the AlreadyExists raised once the transaction commits.
+    """
+    existing: AlreadyExists | None = None
     try:
         async with db.transaction() as tx:
-            created = await insert(tx)
-            if idempotency is not None:
-                await remember_response(
+            try:
+                created = await insert(tx)
+            except AlreadyExists as found:
+                existing = found
+                if idempotency is not None:
+                    await remember_response(
+                        tx,
+                        request=idempotency,
+                        status_code=200,
+                        resource_id=found.resource.id,
+                        body=found.resource.body,
+                    )
+            else:
+                if idempotency is not None:
+                    await remember_response(
+                        tx,
+                        request=idempotency,
+                        status_code=201,
+                        resource_id=created.id,
+                        body=created.body,
+                    )
+                await record_change(
                     tx,
-                    request=idempotency,
-                    status_code=201,
+                    collection=collection,
+                    op="create",
                     resource_id=created.id,
-                    body=created.body,
+                    data=created.body,
                 )
-            await record_change(
-                tx, collection=collection, op="create", resource_id=created.id, data=created.body
-            )
     except ConstraintViolation:
         if idempotency is None:
             raise
         raise DuplicateRequest() from None
+    if existing is not None:
+        raise existing
     return created

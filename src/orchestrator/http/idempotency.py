@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from orchestrator.db import Database
 from orchestrator.db.idempotency import (
+    AlreadyExists,
     DuplicateRequest,
     IdempotentRequest,
     StoredResponse,
@@ -23,6 +24,8 @@ from orchestrator.http.responses import data_response
 from orchestrator.representation import canonical_json, etag_for
 
 HEADER = "idempotency-key"
+# On a create answered with an existing resource (the domain's unique rule), its id.
+DUPLICATE_OF = "Orchestrator-Duplicate-Of"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
@@ -45,8 +48,12 @@ def idempotent_request(
 def replay(stored: StoredResponse, *, location: str | None) -> Response:
     """The first response again: same status, body and so the same ETag."""
     headers = {"Idempotent-Replayed": "true"}
+    duplicate = stored.status_code == 200
     if location is not None:
-        headers["Location"] = location
+        # A 200 answered with a resource that was already there: its place, not a new one's.
+        headers["Content-Location" if duplicate else "Location"] = location
+    if duplicate and stored.resource_id is not None:
+        headers[DUPLICATE_OF] = stored.resource_id
     return data_response(
         stored.body, etag_for(stored.body), status=stored.status_code, headers=headers
     )
@@ -73,7 +80,9 @@ async def create_response(
     create: Callable[[IdempotentRequest | None], Awaitable[Created]],
     location: Callable[[str], str],
 ) -> Response:
-    """The 201 of `create`, or, for an `Idempotency-Key` used before, the first response."""
+    """The 201 of `create`; the 200 of the existing resource it named instead (its id in
+    `Orchestrator-Duplicate-Of`); or, for an `Idempotency-Key` used before, the first
+    response."""
     idempotency = idempotent_request(
         request.headers, user_id=user_id, method="POST", path=path, payload=payload
     )
@@ -89,6 +98,13 @@ async def create_response(
         if stored is None:
             raise Conflict("A request with this Idempotency-Key is in progress") from None
         return replay(stored, location=location(stored.resource_id or ""))
+    except AlreadyExists as exists:
+        found = exists.resource
+        return data_response(
+            found.body,
+            etag_for(found.body),
+            headers={"Content-Location": location(found.id), DUPLICATE_OF: found.id},
+        )
     return data_response(
         created.body, created.etag, status=201, headers={"Location": location(created.id)}
     )

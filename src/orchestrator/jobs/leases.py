@@ -369,17 +369,26 @@ async def release_job(*, db: Database, job_id: str, token: int) -> StoredJob:
 # ------------------------------------------------------------------- cancellation
 
 
-async def cancel_job(*, db: Database, job_id: str) -> StoredJob:
-    """pending → cancelled at once; running → cancel requested; finished → 409."""
-    now = _now(db.dialect)
-    sql = (
-        "UPDATE jobs SET "
+# Which jobs a cancellation moves, and how: for one job here, for many in `jobs.actions`.
+CANCELLABLE = "(status = 'pending' OR (status = 'running' AND NOT cancel_requested))"
+
+
+def cancel_assignments(dialect: str) -> str:
+    """pending → cancelled at once; running → cancel requested (`:now` on SQLite)."""
+    now = _now(dialect)
+    return (
         "status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END, "
         "cancel_requested = CASE WHEN status = 'running' THEN TRUE ELSE cancel_requested END, "
         f"finished_at = CASE WHEN status = 'pending' THEN {now} ELSE finished_at END, "
-        f"version = version + 1, updated_at = {now} "
-        "WHERE id = :id AND (status = 'pending' OR (status = 'running' AND NOT cancel_requested)) "
-        f"{_RETURNING}"
+        f"version = version + 1, updated_at = {now}"
+    )
+
+
+async def cancel_job(*, db: Database, job_id: str) -> StoredJob:
+    """pending → cancelled at once; running → cancel requested; finished → 409."""
+    sql = (
+        f"UPDATE jobs SET {cancel_assignments(db.dialect)} "
+        f"WHERE id = :id AND {CANCELLABLE} {_RETURNING}"
     )
     moved = await _transition(db, sql, {"id": job_id, **_clock(db.dialect)})
     if moved is not None:

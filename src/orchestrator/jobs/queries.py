@@ -3,56 +3,123 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.db import Database, Transaction
 from orchestrator.db.changelog import record_change
-from orchestrator.db.idempotency import IdempotentRequest, create_once
+from orchestrator.db.idempotency import AlreadyExists, IdempotentRequest, create_once
 from orchestrator.db.keyset import Position, keyset_page
 from orchestrator.jobs.records import JOB_COLUMNS, StoredJob, job_body, stored_job
 from orchestrator.representation import canonical_json
-from orchestrator.timestamps import utcnow
+from orchestrator.timestamps import as_utc, utcnow
+
+# The partial unique index of migration 0005, named as ON CONFLICT must name it.
+_UNIQUE_TARGET = (
+    "(queue, unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'running')"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a new job is: the fields a client (or a schedule) gives."""
+
+    title: str
+    description: str | None = None
+    queue: str = "default"
+    payload: dict[str, Any] | None = None
+    priority: int = 0
+    max_attempts: int = 3
 
 
 async def create_job(
     db: Database,
     *,
-    title: str,
-    description: str | None,
+    spec: JobSpec,
     created_by: str,
-    queue: str = "default",
-    payload: dict[str, Any] | None = None,
-    priority: int = 0,
-    max_attempts: int = 3,
+    run_at: datetime | None = None,
+    delay_seconds: float | None = None,
+    unique_key: str | None = None,
     idempotency: IdempotentRequest | None = None,
 ) -> StoredJob:
-    """Insert a pending job, due now; DuplicateRequest if its idempotency key won elsewhere."""
+    """Insert a pending job, due now, at `run_at` or after `delay_seconds`.
+
+    AlreadyExists (with that job) when an unfinished job of the queue holds `unique_key`;
+    DuplicateRequest when the idempotency key won elsewhere.
+    """
     now = utcnow()
+    if delay_seconds is not None:
+        run_after = now + timedelta(seconds=delay_seconds)
+    else:
+        run_after = as_utc(run_at) if run_at is not None else now
 
     async def insert(tx: Transaction) -> StoredJob:
+        job, created = await insert_job(
+            tx,
+            spec=spec,
+            created_by=created_by,
+            now=now,
+            run_after=run_after,
+            unique_key=unique_key,
+        )
+        if not created:
+            raise AlreadyExists(job)
+        return job
+
+    return await create_once(db, collection="jobs", insert=insert, idempotency=idempotency)
+
+
+async def insert_job(
+    tx: Transaction,
+    *,
+    spec: JobSpec,
+    created_by: str,
+    now: datetime,
+    run_after: datetime,
+    unique_key: str | None,
+) -> tuple[StoredJob, bool]:
+    """The new job (True), or the unfinished job already holding its unique key (False); the
+    caller logs the change.
+
+    The index decides, so two processes racing cannot both insert: the loser's insert does
+    nothing and it reads the winner's job. If that job finishes in between, the key is free
+    again and the insert is tried once more.
+    """
+    params = {
+        "id": str(uuid.uuid4()),
+        "title": spec.title,
+        "description": spec.description,
+        "created_by": created_by,
+        "queue": spec.queue,
+        "payload": canonical_json(spec.payload).decode() if spec.payload is not None else None,
+        "priority": spec.priority,
+        "max_attempts": spec.max_attempts,
+        "false": False,
+        "now": now,
+        "run_after": run_after,
+        "unique_key": unique_key,
+    }
+    conflict = f" ON CONFLICT {_UNIQUE_TARGET} DO NOTHING" if unique_key is not None else ""
+    while True:
         row = await tx.fetch_one(
             "INSERT INTO jobs (id, title, description, status, created_by, version, queue, "
             "payload, priority, max_attempts, attempts, cancel_requested, lease_token, "
-            "run_after, created_at, updated_at) VALUES (:id, :title, :description, 'pending', "
-            ":created_by, 1, :queue, :payload, :priority, :max_attempts, 0, :false, 0, :now, "
-            f":now, :now) RETURNING {JOB_COLUMNS}",
-            {
-                "id": str(uuid.uuid4()),
-                "title": title,
-                "description": description,
-                "created_by": created_by,
-                "queue": queue,
-                "payload": canonical_json(payload).decode() if payload is not None else None,
-                "priority": priority,
-                "max_attempts": max_attempts,
-                "false": False,
-                "now": now,
-            },
+            "run_after, unique_key, created_at, updated_at) VALUES (:id, :title, "
+            ":description, 'pending', :created_by, 1, :queue, :payload, :priority, "
+            ":max_attempts, 0, :false, 0, :run_after, :unique_key, :now, :now)"
+            f"{conflict} RETURNING {JOB_COLUMNS}",
+            params,
         )
-        assert row is not None
-        return stored_job(row)
-
-    return await create_once(db, collection="jobs", insert=insert, idempotency=idempotency)
+        if row is not None:
+            return stored_job(row), True
+        existing = await tx.fetch_one(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE queue = :queue AND unique_key = :unique_key "
+            "AND status IN ('pending', 'running')",
+            {"queue": spec.queue, "unique_key": unique_key},
+        )
+        if existing is not None:
+            return stored_job(existing), False
 
 
 async def get_job(db: Database, *, job_id: str) -> StoredJob | None:
@@ -75,11 +142,19 @@ async def list_jobs(
     queue: str | None = None,
     search: str | None = None,
     newest_first: bool = False,
+    scheduled: bool | None = None,
 ) -> tuple[list[dict[str, Any]], Position | None]:
-    """Jobs in (`created_at`, `id`) order (or its reverse), optionally of one status and queue
-    and with `search` in the title (case-insensitive); the next page's position."""
+    """Jobs in (`created_at`, `id`) order (or its reverse), optionally of one status and queue,
+    with `search` in the title (case-insensitive), and waiting for a future time (`scheduled`)
+    or not; the next page's position."""
     conditions: list[str] = []
     params: dict[str, Any] = {}
+    if scheduled is not None:
+        # The claim's own comparison, on the database clock.
+        now = "now()" if db.dialect == "postgresql" else ":now"
+        conditions.append(f"run_after {'>' if scheduled else '<='} {now}")
+        if db.dialect != "postgresql":
+            params["now"] = utcnow()
     if status is not None:
         conditions.append("status = :status")
         params["status"] = status

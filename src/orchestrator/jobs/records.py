@@ -9,7 +9,7 @@ import orjson
 
 from orchestrator.db import Row
 from orchestrator.representation import canonical_json, etag_for
-from orchestrator.timestamps import iso_text
+from orchestrator.timestamps import as_utc, iso_text
 
 JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -18,7 +18,7 @@ FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 JOB_COLUMNS = (
     "id, title, description, status, created_by, version, queue, payload, priority, "
     "max_attempts, attempts, result, error, cancel_requested, worker, started_at, finished_at, "
-    "created_at, updated_at"
+    "created_at, updated_at, run_after, unique_key"
 )
 
 
@@ -30,6 +30,18 @@ def _json(value: str | None) -> orjson.Fragment | None:
 
 def _ts(value: Any) -> str | None:
     return iso_text(value) if value is not None else None
+
+
+def _run_at(row: Row) -> str | None:
+    """The time the job was put off to, or None when it was due as soon as it last changed.
+
+    `run_after` is always set (a claim compares it); only a time later than the job's last
+    change is a delay someone asked for: `run_at`, `delay_seconds`, a retry's backoff.
+    """
+    run_after, updated_at = row["run_after"], row["updated_at"]
+    if run_after is None or as_utc(run_after) <= as_utc(updated_at):
+        return None
+    return iso_text(run_after)
 
 
 def job_body(row: Row) -> dict[str, Any]:
@@ -51,6 +63,8 @@ def job_body(row: Row) -> dict[str, Any]:
         "cancel_requested": bool(row["cancel_requested"]),
         # Who holds (or last held) the job's lease.
         "worker": row["worker"],
+        "run_at": _run_at(row),
+        "unique_key": row["unique_key"],
         "started_at": _ts(row["started_at"]),
         "finished_at": _ts(row["finished_at"]),
         "created_at": _ts(row["created_at"]),

@@ -1,7 +1,8 @@
-"""The contract's job endpoints: create, list, read, delete."""
+"""The contract's job endpoints: create, list, read, delete; retry and bulk actions."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any, get_args
 
 from fastapi import Request
@@ -14,9 +15,10 @@ from orchestrator.db.idempotency import IdempotentRequest
 from orchestrator.db.keyset import Position
 from orchestrator.errors import Forbidden, NotFound, PreconditionFailed, Unprocessable
 from orchestrator.http.etag import if_match_version
-from orchestrator.http.idempotency import create_response
+from orchestrator.http.idempotency import DUPLICATE_OF, create_response
 from orchestrator.http.lists import (
     MAX_LIMIT,
+    ListCache,
     PageRequest,
     page_request,
     serve_list,
@@ -24,11 +26,14 @@ from orchestrator.http.lists import (
 )
 from orchestrator.http.responses import conditional_get, data_response
 from orchestrator.http.routing import Routes
-from orchestrator.jobs.queries import create_job, delete_job, get_job, list_jobs
+from orchestrator.jobs.actions import Selection, bulk_action, retry_job
+from orchestrator.jobs.queries import JobSpec, create_job, delete_job, get_job, list_jobs
 from orchestrator.jobs.records import JobStatus, StoredJob
-from orchestrator.jobs.schemas import JobCreate
+from orchestrator.jobs.schemas import BulkRequest, JobCreate, RetryRequest
+from orchestrator.representation import canonical_json, etag_for
 from orchestrator.services import services_of
 from orchestrator.text import storable
+from orchestrator.timestamps import utcnow
 
 router = Routes(tags=["jobs"])
 
@@ -48,20 +53,44 @@ def _stale(current: StoredJob) -> PreconditionFailed:
     return PreconditionFailed("The job has changed; fetch it again", headers={"ETag": current.etag})
 
 
-@router.post(JOBS, status_code=201, response_model=None, summary="Create a job")
+def _instant(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text is not None else None
+
+
+@router.post(
+    JOBS,
+    status_code=201,
+    response_model=None,
+    responses={
+        200: {
+            "description": (
+                "An unfinished job of the queue already has this `unique_key`: that job, "
+                f"its id also in `{DUPLICATE_OF}` (nothing was created)"
+            ),
+            "headers": {DUPLICATE_OF: {"schema": {"type": "string", "format": "uuid"}}},
+        }
+    },
+    summary="Create a job",
+)
 async def post_job(body: JobCreate, request: Request, user: Writer) -> Response:
     db = services_of(request).db
+    spec = JobSpec(
+        title=body.title,
+        description=body.description,
+        queue=body.queue,
+        payload=body.payload,
+        priority=body.priority,
+        max_attempts=body.max_attempts,
+    )
 
     async def create(idempotency: IdempotentRequest | None) -> StoredJob:
         return await create_job(
             db,
-            title=body.title,
-            description=body.description,
+            spec=spec,
             created_by=user.username,
-            queue=body.queue,
-            payload=body.payload,
-            priority=body.priority,
-            max_attempts=body.max_attempts,
+            run_at=_instant(body.run_at),
+            delay_seconds=body.delay_seconds,
+            unique_key=body.unique_key,
             idempotency=idempotency,
         )
 
@@ -103,6 +132,16 @@ _LIST_PARAMETERS: list[dict[str, Any]] = [
         "schema": {"type": "string", "minLength": 1, "maxLength": MAX_SEARCH, "pattern": NO_NUL},
     },
     {
+        "name": "scheduled",
+        "in": "query",
+        "required": False,
+        "description": (
+            "`true`: only jobs waiting for a future `run_at`; `false`: only jobs already due "
+            "(with `status=pending`, the ones a claim may take now)"
+        ),
+        "schema": {"type": "boolean"},
+    },
+    {
         "name": "order",
         "in": "query",
         "required": False,
@@ -122,7 +161,7 @@ _LIST_PARAMETERS: list[dict[str, Any]] = [
 ]
 
 
-FILTERS = frozenset({"status", "queue", "search", "order"})
+FILTERS = frozenset({"status", "queue", "search", "order", "scheduled"})
 
 
 def _text_param(params: QueryParams, name: str, maximum: int) -> str | None:
@@ -163,6 +202,11 @@ async def get_job_list(request: Request, user: Reader) -> Response:
         order = "asc"
     elif order not in ORDERS:
         raise Unprocessable("Invalid order", details=[{"field": "order", "reason": "asc or desc"}])
+    scheduled = single_param(params, "scheduled")
+    if scheduled is not None and scheduled not in ("true", "false"):
+        raise Unprocessable(
+            "Invalid scheduled", details=[{"field": "scheduled", "reason": "true or false"}]
+        )
     services = services_of(request)
     db = services.db
 
@@ -173,6 +217,7 @@ async def get_job_list(request: Request, user: Reader) -> Response:
             queue=queue,
             search=search,
             newest_first=order == "desc",
+            scheduled=None if scheduled is None else scheduled == "true",
             after=page.after,
             limit=page.limit,
         )
@@ -184,11 +229,14 @@ async def get_job_list(request: Request, user: Reader) -> Response:
     ]
     if order != "asc":
         filters.append(("order", order))
+    if scheduled is not None:
+        filters.append(("scheduled", scheduled))
     return await serve_list(
         request,
-        cache=services.list_cache,
+        # Which jobs are due changes with the clock, not only with a revision: never cached.
+        cache=services.list_cache if scheduled is None else ListCache(),
         revision=await collection_revision(db, "jobs"),
-        key=("jobs", status, queue, search, order),
+        key=("jobs", status, queue, search, order, scheduled),
         page=page,
         read=read,
         envelope=lambda items: {"jobs": items},
@@ -241,3 +289,58 @@ async def delete_one_job(job_id: str, request: Request, user: Writer) -> Respons
             raise NotFound("No such job")
         raise _stale(latest)
     return Response(status_code=204)
+
+
+@router.post(
+    f"{JOBS}/{{job_id:id}}/retry",
+    response_model=None,
+    responses={
+        403: {"description": "Only the job's creator or an admin may retry it"},
+        404: {"description": "No such job"},
+        409: {"description": "The job is neither failed nor cancelled"},
+    },
+    summary="Retry a failed or cancelled job (creator or admin)",
+)
+async def retry_one_job(
+    job_id: str, request: Request, user: Writer, body: RetryRequest | None = None
+) -> Response:
+    """Back to `pending` with attempts and error reset, at once or at `run_at`."""
+    db = services_of(request).db
+    current = await get_job(db, job_id=job_id)
+    if current is None:
+        raise NotFound("No such job")
+    if user.role != "admin" and current.created_by != user.username:
+        raise Forbidden("Only the job's creator or an admin may retry it")
+    run_at = None
+    if body is not None:
+        run_at = _instant(body.run_at)
+        if body.delay_seconds is not None:
+            run_at = utcnow() + timedelta(seconds=body.delay_seconds)
+    job = await retry_job(db=db, job_id=job_id, run_at=run_at)
+    return data_response(job.body, job.etag)
+
+
+@router.post(
+    f"{JOBS}/bulk",
+    response_model=None,
+    responses={200: {"description": '`{"matched": N, "changed": M}`'}},
+    summary="Cancel, retry or delete many jobs (members: their own; admins: all)",
+)
+async def bulk_jobs(body: BulkRequest, request: Request, user: Writer) -> Response:
+    """Each selected job changes exactly as its single-job route would change it."""
+    selection = Selection(ids=body.ids)
+    if body.filter is not None:
+        selection = Selection(
+            status=body.filter.status,
+            queue=body.filter.queue,
+            created_before=_instant(body.filter.created_before),
+        )
+    outcome = await bulk_action(
+        db=services_of(request).db,
+        action=body.action,
+        selection=selection,
+        created_by=None if user.role == "admin" else user.username,
+        limit=body.limit,
+    )
+    data = canonical_json({"matched": outcome.matched, "changed": outcome.changed})
+    return data_response(data, etag_for(data))
