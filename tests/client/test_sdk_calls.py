@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,17 @@ async def test_every_operation_of_the_openapi_document_is_a_method_of_both_clien
         await sdk.heartbeat(claimed.id, claimed.token)
         await sdk.fail(claimed.id, claimed.token, "again", retry=True)
         await sdk.cancel_job(job["id"])
+        assert (await sdk.retry_job(job["id"]))["status"] == "pending"
+        assert await sdk.bulk("cancel", ids=[job["id"]]) == {"matched": 1, "changed": 1}
+        assert await sdk.bulk("retry", status="cancelled", queue="q") == {
+            "matched": 1,
+            "changed": 1,
+        }
+        await sdk.cancel_job(job["id"])
+        later = await sdk.create_job("l", queue="q", delay=timedelta(hours=1), unique_key="u")
+        assert later["run_at"] is not None
+        assert (await sdk.create_job("m", queue="q", unique_key="u"))["id"] == later["id"]
+        assert (await sdk.list_jobs(scheduled=True))["jobs"] == [later]
         second = await sdk.create_job("k", queue="r")
         claimed = await sdk.claim(["r"])
         assert claimed is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Final, Generic, Literal, TypeVar
 
@@ -94,6 +95,15 @@ def _idempotent(key: str | None) -> dict[str, str] | None:
 def _query(**values: Any) -> dict[str, str] | None:
     query = {k: str(v) for k, v in values.items() if v is not None}
     return query or None
+
+
+def _instant(value: datetime | str | None) -> str | None:
+    """RFC 3339 with its offset; a naive datetime is refused here rather than by the server."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("run_at needs a time zone (an aware datetime)")
+        return value.isoformat()
+    return value
 
 
 def _job(job_id: str) -> str:
@@ -189,9 +199,17 @@ def create_job(
     payload: dict[str, Any] | None = None,
     priority: int | None = None,
     max_attempts: int | None = None,
+    run_at: datetime | str | None = None,
+    delay: timedelta | float | None = None,
+    unique_key: str | None = None,
     idempotency_key: str | None = None,
 ) -> Call[dict[str, Any]]:
-    """Create a job (pending); the same `idempotency_key` within 24 h replays the first answer."""
+    """Create a job (pending), due at once, at `run_at` (aware) or after `delay`.
+
+    With `unique_key`, while a job of the queue with that key is pending or running, the
+    answer is that job (its `id` also in `Orchestrator-Duplicate-Of`). The same
+    `idempotency_key` within 24 h replays the first answer.
+    """
     body = _present(
         title=name,
         description=description,
@@ -199,6 +217,9 @@ def create_job(
         payload=payload,
         priority=priority,
         max_attempts=max_attempts,
+        run_at=_instant(run_at),
+        delay_seconds=delay.total_seconds() if isinstance(delay, timedelta) else delay,
+        unique_key=unique_key,
     )
     return Call("POST", "/api/v1/jobs", _body, json=body, headers=_idempotent(idempotency_key))
 
@@ -214,13 +235,21 @@ def list_jobs(
     queue: str | None = None,
     search: str | None = None,
     order: Literal["asc", "desc"] | None = None,
+    scheduled: bool | None = None,
     limit: int | None = None,
     cursor: str | None = None,
 ) -> Call[dict[str, Any]]:
     """Jobs (oldest first, or newest with `order="desc"`) of a `status`, a `queue`, with
-    `search` in the title: all of them, or pages of `limit` (`next_cursor` is the next)."""
+    `search` in the title, waiting for a future `run_at` (`scheduled=True`) or due
+    (`False`): all of them, or pages of `limit` (`next_cursor` is the next)."""
     params = _query(
-        status=status, queue=queue, search=search, order=order, limit=limit, cursor=cursor
+        status=status,
+        queue=queue,
+        search=search,
+        order=order,
+        scheduled=None if scheduled is None else str(scheduled).lower(),
+        limit=limit,
+        cursor=cursor,
     )
     return Call("GET", "/api/v1/jobs", _body, params=params, cacheable=True)
 
@@ -235,6 +264,32 @@ def delete_job(job_id: str, *, if_match: str | None = None) -> Call[None]:
 def cancel_job(job_id: str) -> Call[dict[str, Any]]:
     """Cancel a job: at once when pending, at its worker's next heartbeat when running."""
     return Call("POST", f"{_job(job_id)}/cancel", _body)
+
+
+def retry_job(job_id: str, *, run_at: datetime | str | None = None) -> Call[dict[str, Any]]:
+    """Run a failed or cancelled job again (its creator or an admin), at once or at `run_at`."""
+    return Call("POST", f"{_job(job_id)}/retry", _body, json=_present(run_at=_instant(run_at)))
+
+
+def bulk(
+    action: Literal["cancel", "retry", "delete"],
+    *,
+    ids: Sequence[str] | None = None,
+    status: JobStatus | None = None,
+    queue: str | None = None,
+    created_before: datetime | str | None = None,
+    limit: int | None = None,
+) -> Call[dict[str, Any]]:
+    """Cancel, retry or delete the jobs `ids`, or else every job matching the filters (members:
+    their own), at most `limit` (10,000): `{"matched": N, "changed": M}`."""
+    body: dict[str, Any] = _present(action=action, limit=limit)
+    if ids is not None:
+        body["ids"] = list(ids)
+    else:
+        body["filter"] = _present(
+            status=status, queue=queue, created_before=_instant(created_before)
+        )
+    return Call("POST", "/api/v1/jobs/bulk", _body, json=body)
 
 
 def claim(

@@ -216,6 +216,8 @@ class _Calls(_Session):
     list_jobs = _Endpoint(calls.list_jobs)
     delete_job = _Endpoint(calls.delete_job)
     cancel_job = _Endpoint(calls.cancel_job)
+    retry_job = _Endpoint(calls.retry_job)
+    bulk = _Endpoint(calls.bulk)
     claim = _Endpoint(calls.claim)
     heartbeat = _Endpoint(calls.heartbeat)
     complete = _Endpoint(calls.complete)
