@@ -53,6 +53,8 @@ from orchestrator.observability.logging import protect_secret
 from orchestrator.observability.metrics import Metrics
 from orchestrator.observability.routes import router as metrics_router
 from orchestrator.observability.routes import test_router as test_fault_router
+from orchestrator.schedules.firer import ScheduleFirer
+from orchestrator.schedules.routes import router as schedules_router
 from orchestrator.services import Services
 from orchestrator.tasks.routes import router as tasks_router
 
@@ -90,6 +92,8 @@ def build_services(settings: Settings) -> Services:
     for listener in (users.on_change, sessions.on_change, api_keys.on_change):
         feed.add_listener(listener)
     feed.add_listener(claim_waiters.on_change)
+    firer = ScheduleFirer(db)
+    feed.add_listener(firer.on_change)
     metrics.feed_lag.set_function(lambda: feed.lag)
     return Services(
         settings=settings,
@@ -129,6 +133,7 @@ def build_services(settings: Settings) -> Services:
             keep=timedelta(hours=settings.change_retention_hours),
             every_seconds=settings.change_prune_interval_seconds,
         ),
+        firer=firer,
     )
 
 
@@ -197,6 +202,7 @@ def create_app(settings: Settings) -> FastAPI:
         tasks_router,
         jobs_router,
         lease_router,
+        schedules_router,
         changes_router,
         auth_router,
         session_router,

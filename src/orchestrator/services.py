@@ -22,6 +22,7 @@ from orchestrator.http.lists import ListCache
 from orchestrator.http.rate_limit import RateLimits
 from orchestrator.jobs.leases import ClaimWaiters
 from orchestrator.observability.metrics import Metrics
+from orchestrator.schedules.firer import ScheduleFirer
 
 
 @dataclass
@@ -45,11 +46,12 @@ class Services:
     list_cache: ListCache
     sweeper: Periodic
     pruner: Periodic
+    firer: ScheduleFirer
 
     @property
     def background(self) -> tuple[Background, ...]:
         """The workers that run beside the requests, in the order they start."""
-        return (self.feed, self.hub, self.sweeper, self.pruner)
+        return (self.feed, self.hub, self.sweeper, self.pruner, self.firer)
 
 
 def services_of(conn: HTTPConnection) -> Services:

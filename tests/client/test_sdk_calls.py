@@ -141,6 +141,15 @@ async def test_every_operation_of_the_openapi_document_is_a_method_of_both_clien
         assert [t["id"] for t in (await sdk.list_tasks(limit=10))["items"]] == [task["id"]]
         await sdk.update_task(task["id"], title="u")
         await sdk.delete_task(task["id"])
+        schedule = await sdk.create_schedule(
+            "nightly", "30 2 * * *", {"title": "report"}, timezone="Europe/Paris"
+        )
+        assert schedule["next_run_at"] is not None
+        assert await sdk.get_schedule(schedule["id"]) == schedule
+        assert (await sdk.list_schedules(limit=5))["schedules"] == [schedule]
+        paused = await sdk.update_schedule(schedule["id"], enabled=False)
+        assert (paused["enabled"], paused["next_run_at"]) == (False, None)
+        await sdk.delete_schedule(schedule["id"])
         await sdk.logout()
         assert sdk.token is None
 

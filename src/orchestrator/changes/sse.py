@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from orchestrator.auth.deps import Principal, Reader, recheck
 from orchestrator.background import cancel_and_wait
 from orchestrator.changes.hub import (
+    DEFAULT_SUBSCRIPTION,
     MAX_REVISION,
     SUBSCRIBABLE,
     Hub,
@@ -40,13 +41,15 @@ RETRY_MILLISECONDS = 2000
 
 def parse_collections(value: str | None) -> list[str]:
     if value is None:
-        return list(SUBSCRIBABLE)
+        return list(DEFAULT_SUBSCRIPTION)
     names = [part.strip() for part in value.split(",") if part.strip()]
     unknown = [name for name in names if name not in SUBSCRIBABLE]
     if not names or unknown:
         raise Unprocessable(
             "Unknown collection",
-            details=[{"field": "collections", "reason": "comma-separated: jobs, tasks"}],
+            details=[
+                {"field": "collections", "reason": f"comma-separated: {', '.join(SUBSCRIBABLE)}"}
+            ],
         )
     return list(dict.fromkeys(names))
 
@@ -206,7 +209,10 @@ class EventStream(Response):
 async def change_stream(
     request: Request,
     user: Reader,
-    collections: Annotated[str | None, Query(description="comma-separated: jobs, tasks")] = None,
+    collections: Annotated[
+        str | None,
+        Query(description="comma-separated: jobs, tasks, schedules (default: jobs, tasks)"),
+    ] = None,
     since: Annotated[
         int | None, Query(ge=0, le=MAX_REVISION, description="replay changes after it")
     ] = None,

@@ -21,6 +21,7 @@ from orchestrator.auth.deps import (
 from orchestrator.auth.tokens import chosen_subprotocol, subprotocol_token
 from orchestrator.background import cancel_and_wait
 from orchestrator.changes.hub import (
+    DEFAULT_SUBSCRIPTION,
     MAX_REVISION,
     SUBSCRIBABLE,
     Hub,
@@ -80,15 +81,16 @@ def ws_token(websocket: WebSocket) -> str | None:
     )
 
 
-def _collections(value: object, *, required: bool) -> list[str]:
-    if value is None and not required:
-        return list(SUBSCRIBABLE)
+def _collections(value: object, *, default: tuple[str, ...]) -> list[str]:
+    if value is None:
+        return list(default)
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise CommandError("invalid_command", "collections must be a non-empty list of names")
     unknown = [v for v in value if v not in SUBSCRIBABLE]
     if unknown:
         raise CommandError(
-            "invalid_command", f"unknown collection {unknown[0]!r}; one of jobs, tasks"
+            "invalid_command",
+            f"unknown collection {unknown[0]!r}; one of {', '.join(SUBSCRIBABLE)}",
         )
     return list(dict.fromkeys(value))
 
@@ -257,7 +259,7 @@ class Connection:
     async def _handle(self, body: dict[str, Any]) -> None:
         kind = body.get("type")
         if kind == "subscribe":
-            collections = _collections(body.get("collections"), required=False)
+            collections = _collections(body.get("collections"), default=DEFAULT_SUBSCRIPTION)
             since = _since(body.get("since"))
             try:
                 await self.subscriber.subscribe(collections, since)
@@ -271,7 +273,8 @@ class Connection:
                 log.warning("websocket_replay_interrupted", error=str(exc))
                 raise Close(INTERNAL_ERROR, "Replay interrupted; resume with since") from None
         elif kind == "unsubscribe":
-            collections = _collections(body.get("collections"), required=False)
+            # Without `collections`: all of them, whatever was subscribed.
+            collections = _collections(body.get("collections"), default=SUBSCRIBABLE)
             self.subscriber.unsubscribe(collections)
             self.outbox.put(frame({"type": "unsubscribed", "collections": collections}))
         elif kind == "ping":

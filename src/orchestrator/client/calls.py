@@ -114,6 +114,10 @@ def _task(task_id: str) -> str:
     return f"/api/v1/collab/tasks/{task_id}"
 
 
+def _schedule(schedule_id: str) -> str:
+    return f"/api/v1/schedules/{schedule_id}"
+
+
 # ------------------------------------------------------------------- health and users
 
 
@@ -389,5 +393,72 @@ def delete_task(task_id: str, *, if_match: str | None = None) -> Call[None]:
         _nothing,
         headers=_if_match(if_match),
         resource=_task(task_id),
+        guarded=True,
+    )
+
+
+# -------------------------------------------------------------------------- schedules
+
+
+def create_schedule(
+    name: str,
+    cron: str,
+    job: dict[str, Any],
+    *,
+    timezone: str | None = None,
+    enabled: bool | None = None,
+) -> Call[dict[str, Any]]:
+    """A cron schedule: each fire time of `cron` in `timezone` (an IANA name; UTC when None)
+    makes one job from `job` (`title`, and optionally `description`, `queue`, `payload`,
+    `priority`, `max_attempts`)."""
+    body = _present(name=name, cron=cron, timezone=timezone, job=job, enabled=enabled)
+    return Call("POST", "/api/v1/schedules", _body, json=body)
+
+
+def get_schedule(schedule_id: str) -> Call[dict[str, Any]]:
+    """A schedule (revalidated with its ETag when this client has read it before)."""
+    return Call(
+        "GET", _schedule(schedule_id), _body, cacheable=True, resource=_schedule(schedule_id)
+    )
+
+
+def list_schedules(*, limit: int | None = None, cursor: str | None = None) -> Call[dict[str, Any]]:
+    """Schedules, oldest first: all of them, or pages of `limit` (`next_cursor` is the next)."""
+    params = _query(limit=limit, cursor=cursor)
+    return Call("GET", "/api/v1/schedules", _body, params=params, cacheable=True)
+
+
+def update_schedule(
+    schedule_id: str,
+    *,
+    name: str | None = None,
+    cron: str | None = None,
+    timezone: str | None = None,
+    job: dict[str, Any] | None = None,
+    enabled: bool | None = None,
+    if_match: str | None = None,
+) -> Call[dict[str, Any]]:
+    """Edit the fields given, at the version last seen (or `if_match`; `"*"`: whatever is
+    there). A fire changes a schedule too: `PreconditionFailedError` if it fired meanwhile."""
+    changes = _present(name=name, cron=cron, timezone=timezone, job=job, enabled=enabled)
+    return Call(
+        "PATCH",
+        _schedule(schedule_id),
+        _body,
+        json=changes,
+        headers=_if_match(if_match),
+        resource=_schedule(schedule_id),
+        guarded=True,
+    )
+
+
+def delete_schedule(schedule_id: str, *, if_match: str | None = None) -> Call[None]:
+    """Delete a schedule at the version last seen (or `if_match`); the jobs it made stay."""
+    return Call(
+        "DELETE",
+        _schedule(schedule_id),
+        _nothing,
+        headers=_if_match(if_match),
+        resource=_schedule(schedule_id),
         guarded=True,
     )

@@ -228,6 +228,11 @@ class _Calls(_Session):
     list_tasks = _Endpoint(calls.list_tasks)
     update_task = _Endpoint(calls.update_task)
     delete_task = _Endpoint(calls.delete_task)
+    create_schedule = _Endpoint(calls.create_schedule)
+    get_schedule = _Endpoint(calls.get_schedule)
+    list_schedules = _Endpoint(calls.list_schedules)
+    update_schedule = _Endpoint(calls.update_schedule)
+    delete_schedule = _Endpoint(calls.delete_schedule)
 
 
 class Client(_Calls):
