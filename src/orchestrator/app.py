@@ -46,6 +46,7 @@ from orchestrator.http.routing import routes_of
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
 from orchestrator.jobs.lease_routes import router as lease_router
 from orchestrator.jobs.leases import ClaimWaiters
+from orchestrator.jobs.retention import job_retention
 from orchestrator.jobs.routes import router as jobs_router
 from orchestrator.jobs.sweeper import lease_sweeper
 from orchestrator.observability.access_log import AccessLogMiddleware, name_plain_routes
@@ -132,6 +133,7 @@ def build_services(settings: Settings) -> Services:
             db,
             keep=timedelta(hours=settings.change_retention_hours),
             every_seconds=settings.change_prune_interval_seconds,
+            chores=(job_retention(db, keep_days=settings.job_retention_days),),
         ),
         firer=firer,
     )

@@ -130,7 +130,9 @@ class Settings(BaseSettings):
     http_keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
     """How long a connection may sit idle before and between requests before it is closed."""
     change_prune_interval_seconds: float = Field(default=300.0, gt=0)
-    """How often change-log entries older than the retention are pruned."""
+    """How often change-log entries older than the retention are pruned (and finished jobs)."""
+    job_retention_days: int = Field(default=7, ge=0, le=36_500)
+    """Finished jobs older than this many days are deleted in small batches (0 keeps them)."""
     rate_limit_enabled: bool = True
     """Rate limits on (`N/second`, `N/minute` or `N/hour` each); counters in Redis if set."""
     rate_limit_login: str = "5/minute"
