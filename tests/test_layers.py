@@ -141,6 +141,20 @@ def test_no_module_imports_from_a_layer_above_it() -> None:
     assert not upward, "imports from a higher layer:\n" + "\n".join(upward)
 
 
+def test_plumbing_knows_no_auth_and_no_domain() -> None:
+    """`create_app` hands the rate limits, the access log and the OpenAPI document what they
+    need of auth and of the routes; their modules import nothing of either."""
+    below = LAYERS.index("db")
+    found = [
+        f"{path.name}:{line} {module} imports {target}"
+        for module, path in source_modules()
+        if layer_of(module) == "plumbing"
+        for line, target in imported_modules(module, path)
+        if layer_of(target) != "plumbing" and LAYERS.index(layer_of(target)) > below
+    ]
+    assert not found, "plumbing reaching into auth or a domain:\n" + "\n".join(found)
+
+
 @pytest.mark.parametrize(
     ("module", "layer"),
     [

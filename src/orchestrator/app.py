@@ -7,11 +7,12 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
+from starlette.types import Scope
 
 from orchestrator import __version__
 from orchestrator.auth.api_keys import ApiKeyDirectory
 from orchestrator.auth.cookies import SessionCookieMiddleware
-from orchestrator.auth.deps import Authenticator
+from orchestrator.auth.deps import AUTHENTICATING, Authenticator, known_owner
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.routes import router as auth_router
 from orchestrator.auth.session_routes import router as session_router
@@ -39,7 +40,7 @@ from orchestrator.http.errors import UnhandledErrorMiddleware, install_error_han
 from orchestrator.http.head import HeadAsGetMiddleware
 from orchestrator.http.lists import ListCache
 from orchestrator.http.openapi import install_openapi
-from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits
+from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits, RoutePolicies
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.resource_ids import register_resource_ids
 from orchestrator.http.routing import routes_of
@@ -62,8 +63,11 @@ from orchestrator.tasks.routes import router as tasks_router
 API_PREFIX = "/api/v1"
 
 
-def build_services(settings: Settings) -> Services:
-    """Every per-process object, wired together; nothing runs until the lifespan starts it."""
+def build_services(settings: Settings, *, metrics: Metrics, rate_limits: RateLimits) -> Services:
+    """Every per-process object, wired together; nothing runs until the lifespan starts it.
+
+    `metrics` and `rate_limits` are the app's own, made with it: its middleware counts with them.
+    """
     db = open_database(
         settings.resolved_database_url,
         timeout=settings.db_timeout_seconds,
@@ -86,8 +90,6 @@ def build_services(settings: Settings) -> Services:
     )
     api_keys = ApiKeyDirectory(db)
     session_keys = SessionKeys.from_secret(secret)
-    metrics = Metrics()
-    rate_limits = RateLimits.from_settings(settings, tokens=tokens, metrics=metrics)
     claim_waiters = ClaimWaiters()
     feed = ChangeFeed(db, poll_seconds=settings.change_poll_seconds)
     for listener in (users.on_change, sessions.on_change, api_keys.on_change):
@@ -161,12 +163,20 @@ def create_app(settings: Settings) -> FastAPI:
     """The ASGI app. The database must already be migrated (`orchestrator db upgrade`)."""
     faults = faults_for(settings)
     register_resource_ids()  # before any route is made: their paths use it
+    authenticator: Authenticator | None = None  # the running lifespan's
+
+    def identify(scope: Scope) -> str | None:
+        return known_owner(authenticator, scope) if authenticator is not None else None
+
+    metrics = Metrics()
+    rate_limits = RateLimits.from_settings(settings, identify=identify, metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings)
+        nonlocal authenticator
+        services = build_services(settings, metrics=metrics, rate_limits=rate_limits)
         app.state.services = services
-        app.state.authenticator = services.authenticator
+        app.state.authenticator = authenticator = services.authenticator
         try:
             await services.db.ping()  # opens the pool, every connection of it, before serving
             await ensure_admin(services.db, settings, services.passwords)
@@ -180,6 +190,7 @@ def create_app(settings: Settings) -> FastAPI:
             await services.api_keys.close()
             await services.rate_limits.close()
             await services.db.close()
+            authenticator = None
 
     app = FastAPI(
         title="Orchestrator",
@@ -195,7 +206,7 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    install_openapi(app)
+    install_openapi(app, authenticating=AUTHENTICATING)
 
     # Routes are matched in order, one regular expression each: the busiest first. No two
     # paths overlap (ids match only UUIDs), so the order changes nothing else.
@@ -228,13 +239,15 @@ def create_app(settings: Settings) -> FastAPI:
     # still sees HEAD).
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(SessionCookieMiddleware)
-    app.add_middleware(RateLimitMiddleware)
+    app.add_middleware(
+        RateLimitMiddleware, limits=rate_limits, policies=RoutePolicies(app.router.routes)
+    )
     app.add_middleware(Cors, settings=settings)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(AllowHeaderMiddleware)
     app.add_middleware(JsonContentTypeMiddleware, form_paths=frozenset({"/auth/session"}))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(AccessLogMiddleware, metrics=metrics, identify=identify)
     app.add_middleware(RequestIdMiddleware)
     return app

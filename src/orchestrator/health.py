@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from orchestrator.http.errors import error_response
+from orchestrator.http.rate_limit import unlimited
 from orchestrator.services import services_of
 
 log = structlog.get_logger(__name__)
@@ -19,6 +20,7 @@ _HEALTHY = b'{"status":"healthy"}'
 _OK = b'{"status":"ok"}'
 
 
+@unlimited
 async def health() -> Response:
     return Response(_HEALTHY, media_type="application/json", headers={"Cache-Control": "no-store"})
 
@@ -26,12 +28,14 @@ async def health() -> Response:
 _FAST_ROUTES: dict[str, BaseRoute] = {}
 
 
+@unlimited
 async def _fast_health(request: Request) -> Response:
     # Plain Starlette routes do not record themselves; access lines and metrics read it.
     request.scope["route"] = _FAST_ROUTES[request.scope["path"]]
     return await health()
 
 
+@unlimited
 async def healthz(request: Request) -> Response:
     services = services_of(request)
     try:

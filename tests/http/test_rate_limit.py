@@ -1,14 +1,22 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
+from typing import get_args
 
 import httpx
 import jwt
 import pytest
+from fastapi.params import Depends
+from fastapi.routing import APIRoute
 
+from orchestrator.app import create_app
+from orchestrator.auth.deps import WorkerRole
 from orchestrator.config import Settings
+from orchestrator.http.rate_limit import RoutePolicies
 from tests.apps import client_for, running_app, services_of
+from tests.conftest import make_settings
 from tests.factories import ADMIN_PASSWORD
 
 LIMITED = {"rate_limit_enabled": True}
@@ -187,3 +195,43 @@ async def test_websocket_connects_are_counted_per_user_whatever_carries_the_toke
         assert limits.key_of({**base, "headers": [], "subprotocols": ["bearer.x"]}) == (
             "ip:192.0.2.1"
         )
+
+
+async def test_worker_calls_count_against_the_workers_budget(tmp_path: Path) -> None:
+    overrides = {"rate_limit_workers": "3/minute", "rate_limit_writes": "10/minute"}
+    async with running_app(tmp_path, **LIMITED, **overrides) as app, client_for(app) as client:
+        admin = {"Authorization": f"Bearer {services_of(app).tokens.issue('admin')}"}
+        job = f"/api/v1/jobs/{uuid.uuid4()}"
+        assert (await client.post("/api/v1/jobs/claim", json={}, headers=admin)).status_code == 204
+        for verb in ("heartbeat", "complete"):
+            response = await client.post(f"{job}/{verb}", json={"token": 1}, headers=admin)
+            assert response.status_code == 404
+        response = await client.post(f"{job}/release", json={"token": 1}, headers=admin)
+        assert_refused(response, "workers", 3)
+        # the other writes of the same user have their own budget
+        response = await client.post("/api/v1/jobs", json={"title": "t"}, headers=admin)
+        assert response.status_code == 201
+        assert (await client.post(f"{job}/cancel", headers=admin)).status_code == 404
+
+
+def test_every_route_for_workers_is_counted_as_a_worker_call(tmp_path: Path) -> None:
+    """A new worker route is covered by declaring itself one, not by a pattern of paths."""
+    app = create_app(make_settings(f"sqlite:///{tmp_path / 'unused.db'}", tmp_path))
+    policies = RoutePolicies(app.router.routes)
+    worker_role = next(arg.dependency for arg in get_args(WorkerRole) if isinstance(arg, Depends))
+    calls = []
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and any(
+            dep.call is worker_role for dep in route.dependant.dependencies
+        ):
+            path = route.path_format.format(
+                **{name: uuid.uuid4() for name in route.param_convertors}
+            )
+            calls += [(method, path) for method in sorted(route.methods or ())]
+    assert len(calls) >= 5
+    assert {call: policies.of(*call) for call in calls} == dict.fromkeys(calls, "workers")
+    # the app's other routes keep the budgets of their methods
+    assert policies.of("POST", f"/api/v1/jobs/{uuid.uuid4()}/cancel") == "writes"
+    assert policies.of("POST", "/api/v1/jobs") == "writes"
+    assert policies.of("GET", "/api/v1/jobs/claim") == "reads"
+    assert policies.of("HEAD", "/api/v1/healthz") is None

@@ -17,7 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import QueryParams
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from orchestrator.auth import opaque
 from orchestrator.auth.api_keys import ApiKeyDirectory
@@ -42,7 +44,7 @@ from orchestrator.auth.sessions import (
     no_access,
     rotate,
 )
-from orchestrator.auth.tokens import TokenService
+from orchestrator.auth.tokens import TokenService, subprotocol_token
 from orchestrator.auth.users import Role, UserDirectory
 from orchestrator.config import Settings
 from orchestrator.db import Database
@@ -112,6 +114,34 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+def presented_token(scope: Scope) -> str | None:
+    """The bearer credential a request presents: its `Authorization` header or, on a
+    WebSocket (where a browser can set no header), a `bearer.` subprotocol or `?token=`."""
+    authorization = None
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+            break
+    token = bearer_token(authorization)
+    if token is not None or scope["type"] != "websocket":
+        return token
+    return subprotocol_token(scope.get("subprotocols", ())) or QueryParams(
+        scope.get("query_string", b"")
+    ).get("token")
+
+
+def known_owner(auth: Authenticator, scope: Scope) -> str | None:
+    """Who the request's credential names, known without I/O: for the rate limits, which
+    count before routing. None without a credential or with one that does not verify."""
+    token = presented_token(scope)
+    if token is None:
+        return None
+    try:
+        return auth.tokens.verify(token).sub
+    except Unauthorized:
+        return None
 
 
 async def authenticate(auth: Authenticator, token: str | None) -> Principal:

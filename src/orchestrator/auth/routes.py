@@ -35,6 +35,7 @@ from orchestrator.auth.sessions import (
 )
 from orchestrator.auth.users import MAX_PASSWORD, MAX_USERNAME, User, verify_credentials
 from orchestrator.errors import Forbidden, Unauthorized
+from orchestrator.http.rate_limit import unlimited
 from orchestrator.representation import canonical_json
 from orchestrator.services import services_of
 
@@ -106,6 +107,7 @@ def _token_response(grant: Grant) -> Response:
     return Response(canonical_json(body), media_type="application/json", headers=_NO_STORE)
 
 
+@unlimited  # counted by the login policies instead
 async def login(body: LoginRequest, request: Request) -> Response:
     return _token_response(await _sign_in(request, body, "token"))
 
@@ -204,6 +206,7 @@ _LOGIN_SCHEMA = {"$ref": "#/components/schemas/LoginRequest"}
     },
     summary="Sign a browser in: a session cookie instead of a token",
 )
+@unlimited  # counted by the login policies instead
 async def browser_session(request: Request) -> Response:
     services = services_of(request)
     # A form post can come from any site's page: sign-in CSRF would sign the victim into the

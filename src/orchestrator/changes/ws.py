@@ -15,10 +15,10 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from orchestrator.auth.deps import (
     Principal,
     authenticate_websocket,
-    bearer_token,
+    presented_token,
     recheck,
 )
-from orchestrator.auth.tokens import chosen_subprotocol, subprotocol_token
+from orchestrator.auth.tokens import chosen_subprotocol
 from orchestrator.background import cancel_and_wait
 from orchestrator.changes.hub import (
     DEFAULT_SUBSCRIPTION,
@@ -70,15 +70,6 @@ class CommandError(Exception):
 
 def error_frame(code: str, message: str) -> str:
     return frame({"type": "error", "code": code, "message": message})
-
-
-def ws_token(websocket: WebSocket) -> str | None:
-    """The token of the `Authorization` header, the `bearer.` subprotocol or `?token=`."""
-    return (
-        bearer_token(websocket.headers.get("authorization"))
-        or subprotocol_token(websocket.scope.get("subprotocols", ()))
-        or websocket.query_params.get("token")
-    )
 
 
 def _collections(value: object, *, default: tuple[str, ...]) -> list[str]:
@@ -300,7 +291,7 @@ class ClientGone(Exception):
 
 
 async def _admit(websocket: WebSocket) -> Principal:
-    principal = await authenticate_websocket(websocket, ws_token(websocket))
+    principal = await authenticate_websocket(websocket, presented_token(websocket.scope))
     if principal.expires_at <= time.time():
         raise Unauthorized("Token expired")
     return principal

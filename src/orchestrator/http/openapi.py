@@ -9,15 +9,13 @@ same everywhere, so it is added here from what each route declares.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
-
-from orchestrator.auth.deps import AUTHENTICATING
 
 ENVELOPE_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
 SECURITY_SCHEME = "bearerAuth"
@@ -104,10 +102,12 @@ def _dependencies(dependant: Dependant) -> Iterator[Dependant]:
         yield from _dependencies(dep)
 
 
-def is_protected(path: str, dependant: Dependant) -> bool:
-    """Whether the route needs a bearer token: it depends on the current user, or it is an
-    API route that is not one of the public ones."""
-    if any(dep.call in AUTHENTICATING for dep in _dependencies(dependant)):
+def is_protected(
+    path: str, dependant: Dependant, authenticating: Collection[Callable[..., Any]]
+) -> bool:
+    """Whether the route needs a bearer token: it depends on one of the `authenticating`
+    dependencies, or it is an API route that is not one of the public ones."""
+    if any(dep.call in authenticating for dep in _dependencies(dependant)):
         return True
     return path.startswith("/api/") and not path.endswith(_PUBLIC_SUFFIXES)
 
@@ -156,7 +156,9 @@ def _declare_if_match(operation: dict[str, Any]) -> None:
         params.append(IF_MATCH)
 
 
-def complete_schema(app: FastAPI) -> dict[str, Any]:
+def complete_schema(
+    app: FastAPI, *, authenticating: Collection[Callable[..., Any]]
+) -> dict[str, Any]:
     """FastAPI's document plus the envelope, the security scheme and every error status."""
     with warnings.catch_warnings():
         # GET+HEAD routes share an operation id; made unique below.
@@ -172,7 +174,7 @@ def complete_schema(app: FastAPI) -> dict[str, Any]:
     schemas["ErrorEnvelope"] = ERROR_ENVELOPE
     components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
     protected = {
-        context.path_format: is_protected(context.path_format, context.dependant)
+        context.path_format: is_protected(context.path_format, context.dependant, authenticating)
         for context in iter_route_contexts(app.routes)
         if isinstance(context.original_route, APIRoute) and context.path_format
     }
@@ -207,8 +209,11 @@ def complete_schema(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Serve the completed document at /openapi.json (built once, on first request)."""
+def install_openapi(app: FastAPI, *, authenticating: Collection[Callable[..., Any]]) -> None:
+    """Serve the completed document at /openapi.json (built once, on first request).
+
+    A route is protected when it depends on one of the `authenticating` dependencies.
+    """
 
     built_for = -1
 
@@ -216,7 +221,7 @@ def install_openapi(app: FastAPI) -> None:
         nonlocal built_for
         # Rebuilt if routes are added after the first call (tests that mount extra routes).
         if app.openapi_schema is None or built_for != len(app.routes):
-            app.openapi_schema = complete_schema(app)
+            app.openapi_schema = complete_schema(app, authenticating=authenticating)
             built_for = len(app.routes)
         return app.openapi_schema
 

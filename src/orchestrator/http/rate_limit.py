@@ -1,7 +1,9 @@
 """Rate limits per verified user or client IP, counted in memory or in Redis shared by processes.
 
 Fixed windows that start at a key's first hit: exactly the configured number of requests pass
-per window, for one counter per key (a moving window keeps every timestamp).
+per window, for one counter per key (a moving window keeps every timestamp). A request counts
+against the reads or the writes of its method, unless its route declares otherwise
+(`limited_as`, `unlimited`); who sent it is told by the `identify` that `create_app` hands in.
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import cast
-from urllib.parse import unquote
+from typing import TypeVar, cast
 
 import structlog
 from limits import RateLimitItem, parse
@@ -24,24 +25,22 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orchestrator.auth.tokens import TokenService, subprotocol_token
 from orchestrator.config import Settings
-from orchestrator.errors import ApiError, Unauthorized
+from orchestrator.errors import ApiError
 from orchestrator.http.client_ip import ClientAddress, ForwardedHeader
 from orchestrator.http.errors import error_response
 from orchestrator.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
+Endpoint = TypeVar("Endpoint", bound=Callable[..., object])
+# Who a request's credential names (known without I/O), or None: then its client address counts.
+Identify = Callable[[Scope], str | None]
 
-LOGIN_PATHS = frozenset({"/auth/login", "/api/v1/auth/login", "/auth/session"})
-# Probes and scrapes come from infrastructure; limiting them would only cause false alarms.
-EXEMPT_PATHS = frozenset(
-    {"/health", "/healthz", "/api/v1/health", "/api/v1/healthz", "/metrics", *LOGIN_PATHS}
-)
-_WORKER_CALL = re.compile(r"^/api/v1/jobs/(claim|[^/]+/(heartbeat|complete|fail|release))$")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_POLICY = "rate_limit_policy"  # the attribute `limited_as` and `unlimited` set on an endpoint
 # A Redis that does not answer within this costs each request at most this much, once per
 # cool-down; local counters answer in between.
 REDIS_TIMEOUT_SECONDS = 0.5
@@ -77,6 +76,53 @@ class RateLimited(ApiError):
         )
 
 
+def limited_as(policy: str) -> Callable[[Endpoint], Endpoint]:
+    """Count the requests of the decorated route against `policy`, not its method's."""
+
+    def declare(endpoint: Endpoint) -> Endpoint:
+        setattr(endpoint, _POLICY, policy)
+        return endpoint
+
+    return declare
+
+
+def unlimited(endpoint: Endpoint) -> Endpoint:
+    """Never count the requests of the decorated route (probes and scrapes come from
+    infrastructure, where a limit would only cause false alarms; sign-ins count their own)."""
+    setattr(endpoint, _POLICY, None)
+    return endpoint
+
+
+class RoutePolicies:
+    """The policy of each request, from the path and method of the route it is for."""
+
+    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+        self._exact: dict[tuple[str, str], str | None] = {}
+        self._templates: dict[str, list[tuple[re.Pattern[str], str | None]]] = {}
+        for route in routes:
+            if not isinstance(route, Route) or not hasattr(route.endpoint, _POLICY):
+                continue
+            policy: str | None = getattr(route.endpoint, _POLICY)
+            methods = set(route.methods or ())
+            if "GET" in methods:
+                methods.add("HEAD")  # answered as a GET further in
+            for method in methods:
+                if route.param_convertors:
+                    self._templates.setdefault(method, []).append((route.path_regex, policy))
+                else:
+                    self._exact[method, route.path] = policy
+
+    def of(self, method: str, path: str) -> str | None:
+        """The policy that counts this request; None when none does."""
+        key = (method, path)
+        if key in self._exact:
+            return self._exact[key]
+        for template, policy in self._templates.get(method, ()):
+            if template.match(path):
+                return policy
+        return "reads" if method in READ_METHODS else "writes"
+
+
 class RateLimits:
     """The configured policies and the counters behind them."""
 
@@ -85,7 +131,7 @@ class RateLimits:
         *,
         enabled: bool,
         policies: Mapping[str, RateLimitItem],
-        tokens: TokenService | None = None,
+        identify: Identify | None = None,
         metrics: Metrics | None = None,
         redis_url: str | None = None,
         key_prefix: str = "orch",
@@ -95,7 +141,7 @@ class RateLimits:
         self.enabled = enabled
         self.policies = dict(policies)
         self.client_address = ClientAddress(trusted_proxies, forwarded_header)
-        self._tokens = tokens
+        self._identify = identify
         self._metrics = metrics or Metrics()
         self._local = FixedWindowRateLimiter(MemoryStorage())
         self._redis: RedisStorage | None = None
@@ -115,7 +161,7 @@ class RateLimits:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, tokens: TokenService, metrics: Metrics
+        cls, settings: Settings, *, identify: Identify, metrics: Metrics
     ) -> RateLimits:
         return cls(
             enabled=settings.rate_limit_enabled,
@@ -127,7 +173,7 @@ class RateLimits:
                 "ws_connect": parse(settings.rate_limit_ws_connect),
                 "workers": parse(settings.rate_limit_workers),
             },
-            tokens=tokens,
+            identify=identify,
             metrics=metrics,
             redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
             key_prefix=settings.redis_key_prefix,
@@ -147,13 +193,10 @@ class RateLimits:
             timer.cancel()
 
     def key_of(self, scope: Scope) -> str:
-        """`user:<sub>` for a request bearing a valid token, else `ip:<client address>`."""
-        token = _token_of(scope)
-        if token is not None and self._tokens is not None:
-            try:
-                return f"user:{self._tokens.verify(token).sub}"
-            except Unauthorized:
-                pass
+        """`user:<name>` for a request whose credential names a user, else `ip:<address>`."""
+        user = self._identify(scope) if self._identify is not None else None
+        if user is not None:
+            return f"user:{user}"
         return f"ip:{self.client_address.of(scope)}"
 
     async def hit(self, policy: str, *key: str) -> Refusal | None:
@@ -217,50 +260,27 @@ def _budget(limiter: FixedWindowRateLimiter) -> float | None:
     return 2 * REDIS_TIMEOUT_SECONDS if not isinstance(limiter.storage, MemoryStorage) else None
 
 
-def _token_of(scope: Scope) -> str | None:
-    header: bytes
-    for name, header in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = header.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            return None
-    if scope["type"] == "websocket":
-        offered = subprotocol_token(scope.get("subprotocols", ()))
-        if offered is not None:
-            return offered
-        query: bytes = scope.get("query_string", b"")
-        for part in query.decode("latin-1").split("&"):
-            key, _, value = part.partition("=")
-            if key == "token" and value:
-                return unquote(value)
-    return None
-
-
 class RateLimitMiddleware:
-    """Applies the reads, writes and WebSocket-connect policies before routing."""
+    """Counts each request against its route's policy (WebSockets: `ws_connect`) before routing."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, limits: RateLimits, policies: RoutePolicies) -> None:
         self.app = app
+        self.limits = limits
+        self.policies = policies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        services = getattr(scope.get("app"), "state", None)
-        limits: RateLimits | None = getattr(
-            getattr(services, "services", None), "rate_limits", None
+        limits = self.limits
+        if not limits.enabled or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        policy = (
+            "ws_connect"
+            if scope["type"] == "websocket"
+            else self.policies.of(scope["method"], scope["path"])
         )
-        if limits is None or not limits.enabled or scope["type"] not in ("http", "websocket"):
+        if policy is None:
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
-            policy = "ws_connect"
-        elif scope["path"] in EXEMPT_PATHS:
-            await self.app(scope, receive, send)
-            return
-        elif _WORKER_CALL.match(scope["path"]) and scope["method"] == "POST":
-            # A worker makes two writes per job plus heartbeats: its own, larger budget.
-            policy = "workers"
-        else:
-            policy = "reads" if scope["method"] in READ_METHODS else "writes"
         key = limits.key_of(scope)
         if key.startswith("user:"):
             # verified already: the access line can name the user even if no route does

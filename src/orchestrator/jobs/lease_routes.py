@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from orchestrator.auth.deps import WorkerRole, Writer
 from orchestrator.errors import Unprocessable
+from orchestrator.http.rate_limit import limited_as
 from orchestrator.http.responses import data_response
 from orchestrator.http.routing import Routes
 from orchestrator.jobs.leases import (
@@ -26,6 +27,8 @@ from orchestrator.representation import canonical_json, etag_for
 from orchestrator.services import services_of
 
 router = Routes(tags=["workers"])
+# A worker makes two writes per job plus heartbeats: its calls have their own, larger budget.
+worker_call = limited_as("workers")
 
 MAX_RESULT_BYTES = 64 * 1024
 QueueName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
@@ -89,6 +92,7 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
     "/api/v1/jobs/claim",
     responses={200: {"description": "A job and its lease"}, 204: {"description": "No job"}},
 )
+@worker_call
 async def claim(body: ClaimRequest, request: Request, user: WorkerRole) -> Response:
     """Take the next due job of `queues`, waiting up to `wait` seconds for one."""
     services = services_of(request)
@@ -117,6 +121,7 @@ async def claim(body: ClaimRequest, request: Request, user: WorkerRole) -> Respo
 
 
 @router.post("/api/v1/jobs/{job_id:id}/heartbeat")
+@worker_call
 async def extend_lease(
     job_id: str, body: HeartbeatRequest, request: Request, _user: WorkerRole
 ) -> Response:
@@ -138,6 +143,7 @@ async def extend_lease(
 
 
 @router.post("/api/v1/jobs/{job_id:id}/complete")
+@worker_call
 async def complete(
     job_id: str, body: CompleteRequest, request: Request, _user: WorkerRole
 ) -> Response:
@@ -151,6 +157,7 @@ async def complete(
 
 
 @router.post("/api/v1/jobs/{job_id:id}/fail")
+@worker_call
 async def fail(job_id: str, body: FailRequest, request: Request, _user: WorkerRole) -> Response:
     """Record a failure: retried after a backoff while attempts remain, unless `retry` is false."""
     services = services_of(request)
@@ -168,6 +175,7 @@ async def fail(job_id: str, body: FailRequest, request: Request, _user: WorkerRo
 
 
 @router.post("/api/v1/jobs/{job_id:id}/release")
+@worker_call
 async def release(
     job_id: str, body: ReleaseRequest, request: Request, _user: WorkerRole
 ) -> Response:

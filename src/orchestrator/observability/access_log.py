@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.errors import ApiError
 from orchestrator.observability.logging import access_line
+from orchestrator.observability.metrics import Metrics
 
 INFO, ERROR = logging.INFO, logging.ERROR
 CLIENT_CLOSED_REQUEST = 499
@@ -41,13 +40,16 @@ def _naming(route: Route, app: ASGIApp) -> ASGIApp:
     return named
 
 
-def _services(scope: Scope) -> Any:
-    return getattr(getattr(scope.get("app"), "state", None), "services", None)
-
-
 class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """`identify` names the user of a WebSocket's credential when its route has not (a refusal
+    before any route ran); it must not do I/O."""
+
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, identify: Callable[[Scope], str | None]
+    ) -> None:
         self.app = app
+        self.metrics = metrics
+        self.identify = identify
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -56,8 +58,7 @@ class AccessLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        services = _services(scope)
-        metrics = services.metrics if services is not None else None
+        metrics = self.metrics
         start = time.perf_counter()
         status = 0
         client_left = False
@@ -75,8 +76,7 @@ class AccessLogMiddleware:
                 client_left = True
             return message
 
-        if metrics is not None:
-            metrics.in_flight.inc()
+        metrics.in_flight.inc()
         try:
             await self.app(scope, receive_and_record, send_and_record)
         finally:
@@ -87,11 +87,10 @@ class AccessLogMiddleware:
             state = scope.get("state", {})
             route = route_template(scope)
             method = scope["method"]
-            if metrics is not None:
-                metrics.in_flight.dec()
-                metrics.observe_request(route, method, status, elapsed)
-                if state.get("login_failed"):
-                    metrics.failed_logins.inc()
+            metrics.in_flight.dec()
+            metrics.observe_request(route, method, status, elapsed)
+            if state.get("login_failed"):
+                metrics.failed_logins.inc()
             access_line(
                 ERROR if status >= 500 else INFO,
                 "request",
@@ -119,7 +118,7 @@ class AccessLogMiddleware:
                     "websocket_connect",
                     route=route_template(scope),
                     path=scope["path"],
-                    user=_websocket_user(scope),
+                    user=self._websocket_user(scope),
                 )
             elif kind == "websocket.close" and close_code is None:
                 close_code, closed_by = message.get("code", 1000), "server"
@@ -140,7 +139,7 @@ class AccessLogMiddleware:
             fields = {
                 "route": route_template(scope),
                 "path": scope["path"],
-                "user": _websocket_user(scope),
+                "user": self._websocket_user(scope),
                 "duration_ms": round((time.perf_counter() - start) * 1000, 3),
             }
             if accepted:
@@ -150,18 +149,7 @@ class AccessLogMiddleware:
                 status = denied_status or 403
                 access_line(INFO, "websocket_rejected", status=status, code=close_code, **fields)
 
-
-def _websocket_user(scope: Scope) -> str | None:
-    """The user the route settled on, or the subject of a valid token the client sent."""
-    user = scope.get("state", {}).get("user")
-    if isinstance(user, str):
-        return user
-    services = _services(scope)
-    rate_limits = getattr(services, "rate_limits", None)
-    if rate_limits is None:
-        return None
-    try:
-        key: str = rate_limits.key_of(scope)
-    except ApiError:
-        return None
-    return key.removeprefix("user:") if key.startswith("user:") else None
+    def _websocket_user(self, scope: Scope) -> str | None:
+        """The user the route settled on, or the one the client's credential names."""
+        user = scope.get("state", {}).get("user")
+        return user if isinstance(user, str) else self.identify(scope)

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from orchestrator.auth.deps import bearer_token
 from orchestrator.db import DatabaseUnavailable
 from orchestrator.errors import Forbidden, Unauthorized
+from orchestrator.http.rate_limit import unlimited
 from orchestrator.jobs.queries import count_jobs
 from orchestrator.services import Services, services_of
 
@@ -47,6 +48,7 @@ async def _refresh_jobs(services: Services) -> None:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
+@unlimited
 async def metrics(request: Request) -> Response:
     services = services_of(request)
     _authorize(request, services)
