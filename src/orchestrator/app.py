@@ -46,10 +46,11 @@ from orchestrator.http.resource_ids import register_resource_ids
 from orchestrator.http.routing import routes_of
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
 from orchestrator.jobs.lease_routes import router as lease_router
-from orchestrator.jobs.leases import ClaimWaiters
+from orchestrator.jobs.leases import LeaseKeys
 from orchestrator.jobs.retention import job_retention
 from orchestrator.jobs.routes import router as jobs_router
 from orchestrator.jobs.sweeper import lease_sweeper
+from orchestrator.jobs.waiters import ClaimWaiters
 from orchestrator.observability.access_log import AccessLogMiddleware, name_plain_routes
 from orchestrator.observability.logging import protect_secret
 from orchestrator.observability.metrics import Metrics
@@ -92,9 +93,13 @@ def build_services(settings: Settings, *, metrics: Metrics, rate_limits: RateLim
     session_keys = SessionKeys.from_secret(secret)
     claim_waiters = ClaimWaiters()
     feed = ChangeFeed(db, poll_seconds=settings.change_poll_seconds)
-    for listener in (users.on_change, sessions.on_change, api_keys.on_change):
+    for listener in (
+        users.on_change,
+        sessions.on_change,
+        api_keys.on_change,
+        claim_waiters.on_change,
+    ):
         feed.add_listener(listener)
-    feed.add_listener(claim_waiters.on_change)
     firer = ScheduleFirer(db)
     feed.add_listener(firer.on_change)
     metrics.feed_lag.set_function(lambda: feed.lag)
@@ -126,6 +131,7 @@ def build_services(settings: Settings, *, metrics: Metrics, rate_limits: RateLim
             metrics=metrics,
             user_queue_bytes=settings.ws_send_queue_user_bytes,
         ),
+        lease_keys=LeaseKeys(secret),
         claim_waiters=claim_waiters,
         list_cache=ListCache(),
         sweeper=lease_sweeper(

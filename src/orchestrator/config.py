@@ -146,7 +146,7 @@ class Settings(BaseSettings):
     rate_limit_ws_connect: str = "30/minute"
     """WebSocket connections per user with a valid token, else per client address."""
     rate_limit_workers: str = "6000/minute"
-    """Worker calls (claim, heartbeat, complete, fail, release) per user (as for reads)."""
+    """Worker calls (claim, heartbeat, complete, fail, release, report) per user (as for reads)."""
     claim_max_wait_seconds: float = Field(default=30.0, ge=0, le=30)
     """Longest a claim waits for work; a longer `wait` is shortened to it."""
     redis_url: SecretStr | None = None

@@ -20,7 +20,8 @@ from orchestrator.db.feed import ChangeFeed
 from orchestrator.db.periodic import Periodic
 from orchestrator.http.lists import ListCache
 from orchestrator.http.rate_limit import RateLimits
-from orchestrator.jobs.leases import ClaimWaiters
+from orchestrator.jobs.leases import LeaseKeys
+from orchestrator.jobs.waiters import ClaimWaiters
 from orchestrator.observability.metrics import Metrics
 from orchestrator.schedules.firer import ScheduleFirer
 
@@ -42,6 +43,7 @@ class Services:
     rate_limits: RateLimits
     feed: ChangeFeed
     hub: Hub
+    lease_keys: LeaseKeys
     claim_waiters: ClaimWaiters
     list_cache: ListCache
     sweeper: Periodic

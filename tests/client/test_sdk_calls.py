@@ -19,6 +19,7 @@ from orchestrator.client import (
     AsyncClient,
     AuthenticationError,
     Client,
+    NextJobs,
     PermissionDeniedError,
     PreconditionFailedError,
     RateLimitedError,
@@ -136,6 +137,19 @@ async def test_every_operation_of_the_openapi_document_is_a_method_of_both_clien
         assert claimed is not None
         await sdk.complete(claimed.id, claimed.token, {"ok": True})
         await sdk.delete_job(second["id"])
+        for n in range(3):
+            await sdk.create_job(f"batch {n}", queue="b")
+        batch = await sdk.claim_jobs(["b"], max_jobs=2)
+        assert [b["code"] for b in await sdk.heartbeat_jobs(batch)] == [200, 200]
+        reported = await sdk.report(
+            complete=[(batch[0], 1)], fail=[(batch[1], "no", False)], claim=NextJobs(["b"], 5)
+        )
+        assert [o["job"]["status"] for o in (*reported.complete, *reported.fail)] == [
+            "succeeded",
+            "failed",
+        ]
+        assert len(reported.claims) == 1
+        await sdk.report(release=reported.claims)
         task = await sdk.create_task("t", description="d")
         assert (await sdk.get_task(task["id"]))["title"] == "t"
         assert [t["id"] for t in (await sdk.list_tasks(limit=10))["items"]] == [task["id"]]

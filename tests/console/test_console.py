@@ -104,11 +104,11 @@ def test_jobs_table_follows_another_clients_job_live(page: Page, server: ServerP
 
         claim = other.post("/api/v1/jobs/claim", json={"queues": [queue], "worker": "w-1"})
         assert claim.status_code == 200, claim.text
-        token = claim.json()["lease"]["token"]
+        lease = {key: claim.json()["lease"][key] for key in ("token", "secret")}
         expect(row).to_contain_text("running")
         expect(row).to_contain_text("1 / 3")
 
-        done = other.post(f"/api/v1/jobs/{job['id']}/complete", json={"token": token, "result": {}})
+        done = other.post(f"/api/v1/jobs/{job['id']}/complete", json={**lease, "result": {}})
         assert done.status_code == 200, done.text
         expect(row).to_contain_text("succeeded")
         expect(row_of(page, "Render the report")).to_have_count(1)  # moved, never duplicated

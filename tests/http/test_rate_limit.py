@@ -201,12 +201,14 @@ async def test_worker_calls_count_against_the_workers_budget(tmp_path: Path) -> 
     overrides = {"rate_limit_workers": "3/minute", "rate_limit_writes": "10/minute"}
     async with running_app(tmp_path, **LIMITED, **overrides) as app, client_for(app) as client:
         admin = {"Authorization": f"Bearer {services_of(app).tokens.issue('admin')}"}
-        job = f"/api/v1/jobs/{uuid.uuid4()}"
+        job_id = str(uuid.uuid4())
+        job = f"/api/v1/jobs/{job_id}"
+        lease = {"token": 1, "secret": services_of(app).lease_keys.secret(job_id, 1)}
         assert (await client.post("/api/v1/jobs/claim", json={}, headers=admin)).status_code == 204
         for verb in ("heartbeat", "complete"):
-            response = await client.post(f"{job}/{verb}", json={"token": 1}, headers=admin)
+            response = await client.post(f"{job}/{verb}", json=lease, headers=admin)
             assert response.status_code == 404
-        response = await client.post(f"{job}/release", json={"token": 1}, headers=admin)
+        response = await client.post(f"{job}/release", json=lease, headers=admin)
         assert_refused(response, "workers", 3)
         # the other writes of the same user have their own budget
         response = await client.post("/api/v1/jobs", json={"title": "t"}, headers=admin)

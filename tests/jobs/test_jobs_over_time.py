@@ -172,7 +172,9 @@ async def test_a_running_job_holds_its_key_too(
     assert again.json()["status"] == "running"
     lease = claimed.json()["lease"]
     done = await client.post(
-        f"{JOBS}/{first['id']}/complete", json={"token": lease["token"]}, headers=worker
+        f"{JOBS}/{first['id']}/complete",
+        json={"token": lease["token"], "secret": lease["secret"]},
+        headers=worker,
     )
     assert done.status_code == 200
     assert (await create(client, headers, queue="q", unique_key="k")).status_code == 201

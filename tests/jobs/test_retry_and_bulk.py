@@ -28,9 +28,9 @@ async def failed_job(
     job_id = await create(client, headers, queue=queue, max_attempts=1)
     claim = await client.post(f"{JOBS}/claim", json={"queues": [queue]}, headers=worker)
     assert claim.json()["job"]["id"] == job_id
-    token = claim.json()["lease"]["token"]
+    lease = {key: claim.json()["lease"][key] for key in ("token", "secret")}
     failed = await client.post(
-        f"{JOBS}/{job_id}/fail", json={"token": token, "error": "boom"}, headers=worker
+        f"{JOBS}/{job_id}/fail", json={**lease, "error": "boom"}, headers=worker
     )
     assert failed.json()["status"] == "failed"
     return job_id

@@ -102,11 +102,16 @@ async def test_jobs_are_counted_by_queue_and_status_and_their_moves_by_queue(
         for queue in ("mail", "mail", "mail", "images"):
             await call("/api/v1/jobs", {"title": "j", "queue": queue, "max_attempts": 1})
         done = await call("/api/v1/jobs/claim", {"queues": ["mail"]})
-        await call(f"/api/v1/jobs/{done['job']['id']}/complete", {"token": done["lease"]["token"]})
+        lease = {key: done["lease"][key] for key in ("token", "secret")}
+        await call(f"/api/v1/jobs/{done['job']['id']}/complete", lease)
         failed = await call("/api/v1/jobs/claim", {"queues": ["mail"]})
         await call(
             f"/api/v1/jobs/{failed['job']['id']}/fail",
-            {"token": failed["lease"]["token"], "retry": False},
+            {
+                "token": failed["lease"]["token"],
+                "secret": failed["lease"]["secret"],
+                "retry": False,
+            },
         )
         await call("/api/v1/jobs/claim", {"queues": ["images"], "lease_seconds": 1})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ async def insert_jobs(
     priority: int = 0,
     max_attempts: int = 3,
     created_by: str = "admin",
+    due_in: float = 0,
 ) -> list[str]:
     """`count` pending jobs in one transaction, each with its change; returns their ids."""
     ids: list[str] = []
@@ -33,7 +35,7 @@ async def insert_jobs(
             row = await tx.fetch_one(
                 "INSERT INTO jobs (id, title, status, created_by, queue, payload, priority, "
                 "max_attempts, run_after, created_at, updated_at) VALUES (:id, :title, "
-                "'pending', :created_by, :queue, :payload, :priority, :max_attempts, :now, "
+                "'pending', :created_by, :queue, :payload, :priority, :max_attempts, :due, "
                 f":now, :now) RETURNING {JOB_COLUMNS}",
                 {
                     "id": job_id,
@@ -44,6 +46,7 @@ async def insert_jobs(
                     "priority": priority,
                     "max_attempts": max_attempts,
                     "now": now,
+                    "due": now + timedelta(seconds=due_in),
                 },
             )
             assert row is not None

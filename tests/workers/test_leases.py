@@ -36,6 +36,17 @@ async def claimed(client: httpx.AsyncClient, headers: Headers, **body: Any) -> d
     return result
 
 
+def held(answer: dict[str, Any]) -> dict[str, Any]:
+    """The lease of a claim's answer as lease calls send it: its token and its secret."""
+    return {"token": answer["lease"]["token"], "secret": answer["lease"]["secret"]}
+
+
+def forged(services: Services, job_id: str, token: int) -> dict[str, Any]:
+    """A lease of `token` with the secret the service would give it: tests of the fence
+    itself, apart from the secret."""
+    return {"token": token, "secret": services.lease_keys.secret(job_id, token)}
+
+
 async def job_row(services: Services, job_id: str) -> dict[str, Any]:
     row = await services.db.fetch_one(
         "SELECT status, attempts, result, error, lease_token, cancel_requested, version "
@@ -142,10 +153,11 @@ async def _heartbeat_extends_the_lease_and_stale_tokens_get_409(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [job_id] = await insert_jobs(services.db)
-    lease = (await claimed(client, worker, lease_seconds=5))["lease"]
+    answer = await claimed(client, worker, lease_seconds=5)
+    lease = answer["lease"]
     beat = await client.post(
         f"/api/v1/jobs/{job_id}/heartbeat",
-        json={"token": lease["token"], "lease_seconds": 60},
+        json={**held(answer), "lease_seconds": 60},
         headers=worker,
     )
     assert beat.status_code == 200
@@ -153,7 +165,7 @@ async def _heartbeat_extends_the_lease_and_stale_tokens_get_409(
     assert beat.json()["lease"]["expires_at"] > lease["expires_at"]
     before = await job_row(services, job_id)
     stale = await client.post(
-        f"/api/v1/jobs/{job_id}/heartbeat", json={"token": 99}, headers=worker
+        f"/api/v1/jobs/{job_id}/heartbeat", json=forged(services, job_id, 99), headers=worker
     )
     assert stale.status_code == 409
     assert stale.json()["error"]["code"] == 409
@@ -162,14 +174,18 @@ async def _heartbeat_extends_the_lease_and_stale_tokens_get_409(
     for call in ("heartbeat", "complete", "fail", "release"):
         for token in (2**53, 2**63, 10**30, 2.0**60, True, -1, 1.5, "1"):
             bad = await client.post(
-                f"/api/v1/jobs/{job_id}/{call}", json={"token": token}, headers=worker
+                f"/api/v1/jobs/{job_id}/{call}",
+                json={"token": token, "secret": lease["secret"]},
+                headers=worker,
             )
             assert bad.status_code == 422, (call, token, bad.text)
             assert bad.json()["error"]["code"] == 422
     assert await job_row(services, job_id) == before
     # JSON does not tell 4 from 4.0: an integral number is the token.
     beat = await client.post(
-        f"/api/v1/jobs/{job_id}/heartbeat", json={"token": float(lease["token"])}, headers=worker
+        f"/api/v1/jobs/{job_id}/heartbeat",
+        json={"token": float(lease["token"]), "secret": lease["secret"]},
+        headers=worker,
     )
     assert beat.status_code == 200
 
@@ -178,16 +194,19 @@ async def _complete_records_the_result_once_and_repeats_answer_the_same(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [job_id] = await insert_jobs(services.db)
-    token = (await claimed(client, worker))["lease"]["token"]
+    lease = held(await claimed(client, worker))
+    token = lease["token"]
     url = f"/api/v1/jobs/{job_id}/complete"
-    first = await client.post(url, json={"token": token, "result": {"ok": 1}}, headers=worker)
+    first = await client.post(url, json={**lease, "result": {"ok": 1}}, headers=worker)
     assert first.status_code == 200
     assert first.json()["status"] == "succeeded"
     assert first.json()["result"] == {"ok": 1}
-    again = await client.post(url, json={"token": token, "result": {"ok": 2}}, headers=worker)
+    again = await client.post(url, json={**lease, "result": {"ok": 2}}, headers=worker)
     assert again.status_code == 200
     assert again.json() == first.json()
-    stale = await client.post(url, json={"token": token - 1, "result": 3}, headers=worker)
+    stale = await client.post(
+        url, json={**forged(services, job_id, token - 1), "result": 3}, headers=worker
+    )
     assert stale.status_code == 409
 
 
@@ -195,24 +214,23 @@ async def _a_lease_taken_over_fences_off_the_first_worker(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [job_id] = await insert_jobs(services.db)
-    first = (await claimed(client, worker, lease_seconds=1))["lease"]["token"]
+    first = held(await claimed(client, worker, lease_seconds=1))
 
     async def back_to_pending() -> bool:
         return str((await job_row(services, job_id))["status"]) == "pending"
 
     await eventually(back_to_pending)
-    second = (await claimed(client, worker, lease_seconds=30))["lease"]["token"]
-    assert second > first
-    beat = await client.post(
-        f"/api/v1/jobs/{job_id}/heartbeat", json={"token": first}, headers=worker
-    )
+    second = held(await claimed(client, worker, lease_seconds=30))
+    assert second["token"] > first["token"]
+    assert second["secret"] != first["secret"]
+    beat = await client.post(f"/api/v1/jobs/{job_id}/heartbeat", json=first, headers=worker)
     assert beat.status_code == 409
     late = await client.post(
-        f"/api/v1/jobs/{job_id}/complete", json={"token": first, "result": "A"}, headers=worker
+        f"/api/v1/jobs/{job_id}/complete", json={**first, "result": "A"}, headers=worker
     )
     assert late.status_code == 409
     done = await client.post(
-        f"/api/v1/jobs/{job_id}/complete", json={"token": second, "result": "B"}, headers=worker
+        f"/api/v1/jobs/{job_id}/complete", json={**second, "result": "B"}, headers=worker
     )
     assert done.json()["result"] == "B"
     assert done.json()["attempts"] == 2
@@ -229,7 +247,7 @@ async def test_failures_retry_after_backoff_until_max_attempts(
         assert answer["job"]["attempts"] == attempt
         failed = await client.post(
             f"/api/v1/jobs/{job_id}/fail",
-            json={"token": answer["lease"]["token"], "error": f"boom {attempt}"},
+            json={**held(answer), "error": f"boom {attempt}"},
             headers=worker,
         )
         assert failed.status_code == 200
@@ -248,10 +266,10 @@ async def _fail_without_retry_fails_at_once(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [job_id] = await insert_jobs(services.db, max_attempts=5)
-    token = (await claimed(client, worker))["lease"]["token"]
+    lease = held(await claimed(client, worker))
     answer = await client.post(
         f"/api/v1/jobs/{job_id}/fail",
-        json={"token": token, "error": "bad input", "retry": False},
+        json={**lease, "error": "bad input", "retry": False},
         headers=worker,
     )
     assert answer.json()["status"] == "failed"
@@ -279,20 +297,18 @@ async def _release_gives_the_job_back_without_counting_the_attempt(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     [job_id] = await insert_jobs(services.db)
-    token = (await claimed(client, worker))["lease"]["token"]
-    answer = await client.post(
-        f"/api/v1/jobs/{job_id}/release", json={"token": token}, headers=worker
-    )
+    lease = held(await claimed(client, worker))
+    answer = await client.post(f"/api/v1/jobs/{job_id}/release", json=lease, headers=worker)
     assert answer.json()["status"] == "pending"
     assert answer.json()["attempts"] == 0
-    assert (await claimed(client, worker))["lease"]["token"] == token + 1
+    assert (await claimed(client, worker))["lease"]["token"] == lease["token"] + 1
 
 
 async def _cancel_pending_running_and_finished_jobs(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     member = await user_headers(client, services, "member-1", "member")
-    [pending] = await insert_jobs(services.db, queue="a")
+    [pending] = await insert_jobs(services.db, queue="a", created_by="member-1")
     answer = await client.post(f"/api/v1/jobs/{pending}/cancel", headers=member)
     assert answer.status_code == 200
     assert answer.json()["status"] == "cancelled"
@@ -300,18 +316,16 @@ async def _cancel_pending_running_and_finished_jobs(
     again = await client.post(f"/api/v1/jobs/{pending}/cancel", headers=member)
     assert again.status_code == 409
 
-    [running] = await insert_jobs(services.db, queue="b")
-    token = (await claimed(client, worker, queues=["b"]))["lease"]["token"]
+    [running] = await insert_jobs(services.db, queue="b", created_by="member-1")
+    lease = held(await claimed(client, worker, queues=["b"]))
     requested = await client.post(f"/api/v1/jobs/{running}/cancel", headers=member)
     assert requested.status_code == 202
     assert requested.json()["status"] == "running"
     assert requested.json()["cancel_requested"] is True
-    beat = await client.post(
-        f"/api/v1/jobs/{running}/heartbeat", json={"token": token}, headers=worker
-    )
+    beat = await client.post(f"/api/v1/jobs/{running}/heartbeat", json=lease, headers=worker)
     assert beat.json()["cancel_requested"] is True
     stopped = await client.post(
-        f"/api/v1/jobs/{running}/fail", json={"token": token, "error": "stopped"}, headers=worker
+        f"/api/v1/jobs/{running}/fail", json={**lease, "error": "stopped"}, headers=worker
     )
     assert stopped.json()["status"] == "cancelled"
 
@@ -325,7 +339,7 @@ async def _a_running_job_whose_worker_is_silent_is_cancelled_at_lease_expiry(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     member = await user_headers(client, services, "member-1", "member")
-    [job_id] = await insert_jobs(services.db)
+    [job_id] = await insert_jobs(services.db, created_by="member-1")
     await claimed(client, worker, lease_seconds=1)
     assert (await client.post(f"/api/v1/jobs/{job_id}/cancel", headers=member)).status_code == 202
 
@@ -340,23 +354,24 @@ async def _illegal_transitions_get_409_and_change_nothing(
 ) -> None:
     [job_id] = await insert_jobs(services.db)
     before = await job_row(services, job_id)
+    never = forged(services, job_id, 0)
     for verb, body in (
-        ("heartbeat", {"token": 0}),
-        ("complete", {"token": 0, "result": 1}),
-        ("fail", {"token": 0, "error": "x"}),
-        ("release", {"token": 0}),
+        ("heartbeat", never),
+        ("complete", {**never, "result": 1}),
+        ("fail", {**never, "error": "x"}),
+        ("release", never),
     ):
         answer = await client.post(f"/api/v1/jobs/{job_id}/{verb}", json=body, headers=worker)
         assert answer.status_code == 409, verb
         assert answer.json()["error"]["type"] == "http_exception"
     assert await job_row(services, job_id) == before
-    token = (await claimed(client, worker))["lease"]["token"]
+    lease = held(await claimed(client, worker))
     url = f"/api/v1/jobs/{job_id}"
-    await client.post(f"{url}/complete", json={"token": token, "result": 1}, headers=worker)
+    await client.post(f"{url}/complete", json={**lease, "result": 1}, headers=worker)
     for verb in ("heartbeat", "fail", "release"):
-        answer = await client.post(f"{url}/{verb}", json={"token": token}, headers=worker)
+        answer = await client.post(f"{url}/{verb}", json=lease, headers=worker)
         assert answer.status_code == 409, verb
-    bad_id = await client.post("/api/v1/jobs/nope/complete", json={"token": 1}, headers=worker)
+    bad_id = await client.post("/api/v1/jobs/nope/complete", json=lease, headers=worker)
     assert bad_id.status_code == 404
 
 
@@ -365,11 +380,11 @@ async def _every_transition_is_in_the_change_log_in_order(
 ) -> None:
     start = (await changes_after(services.db, revision=0))[-1].revision
     [job_id] = await insert_jobs(services.db, max_attempts=2)
-    token = (await claimed(client, worker))["lease"]["token"]
+    lease = held(await claimed(client, worker))
     url = f"/api/v1/jobs/{job_id}"
-    await client.post(f"{url}/fail", json={"token": token, "error": "x"}, headers=worker)
-    token = (await claimed(client, worker, wait=10))["lease"]["token"]
-    await client.post(f"{url}/complete", json={"token": token, "result": 7}, headers=worker)
+    await client.post(f"{url}/fail", json={**lease, "error": "x"}, headers=worker)
+    lease = held(await claimed(client, worker, wait=10))
+    await client.post(f"{url}/complete", json={**lease, "result": 7}, headers=worker)
     changes = [
         c for c in await changes_after(services.db, revision=start) if c.resource_id == job_id
     ]

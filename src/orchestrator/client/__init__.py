@@ -3,7 +3,7 @@
 It uses only the public HTTP and WebSocket API, so it runs anywhere the server is reachable.
 """
 
-from orchestrator.client.calls import UNSET, JobClaim
+from orchestrator.client.calls import UNSET, JobClaim, NextJobs, Reported
 from orchestrator.client.errors import (
     ApiError,
     AuthenticationError,
@@ -27,10 +27,12 @@ __all__ = [
     "DoNotRetry",
     "FeedAuthError",
     "JobClaim",
+    "NextJobs",
     "NotFoundError",
     "PermissionDeniedError",
     "PreconditionFailedError",
     "RateLimitedError",
+    "Reported",
     "Subscription",
     "Worker",
     "WorkerStopped",

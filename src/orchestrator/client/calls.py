@@ -7,7 +7,7 @@ same signature and docstring (see `http.py`); it only describes a request, it se
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Final, Generic, Literal, TypeVar
@@ -26,15 +26,52 @@ UNSET: Final = _Unset.UNSET
 
 @dataclass(frozen=True, slots=True)
 class JobClaim:
-    """A claimed job and the lease that fences every report about it."""
+    """A claimed job and the lease that fences every report about it: the fencing token and
+    the lease's secret, which only this claim's answer carried."""
 
     job: dict[str, Any]
     token: int
     expires_at: str
+    secret: str = field(default="", repr=False)
 
     @property
     def id(self) -> str:
         return str(self.job["id"])
+
+    def lease(self) -> dict[str, Any]:
+        """The lease as the batched calls name it."""
+        return {"id": self.id, "token": self.token, "secret": self.secret}
+
+
+@dataclass(frozen=True, slots=True)
+class NextJobs:
+    """The claim that rides on a report (`report(..., claim=NextJobs(["q"], max_jobs=8))`)."""
+
+    queues: Sequence[str]
+    max_jobs: int = 1
+    lease_seconds: float = 30
+    worker: str | None = None
+    wait: float = 0
+
+    def body(self) -> dict[str, Any]:
+        return _present(
+            queues=list(self.queues),
+            max_jobs=self.max_jobs,
+            lease_seconds=self.lease_seconds,
+            worker=self.worker,
+            wait=self.wait,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """The answer of `report`: each report's outcome, in the order sent (`{"id", "code": 200,
+    "job"}` or `{"id", "code": 404/403/409/422, "error"}`), and the jobs claimed."""
+
+    complete: list[dict[str, Any]]
+    fail: list[dict[str, Any]]
+    release: list[dict[str, Any]]
+    claims: list[JobClaim]
 
 
 def _body(status: int, body: Any) -> Any:
@@ -45,11 +82,46 @@ def _nothing(status: int, body: Any) -> None:
     return None
 
 
+def _job_claim(item: dict[str, Any]) -> JobClaim:
+    lease = item["lease"]
+    return JobClaim(
+        job=item["job"],
+        token=int(lease["token"]),
+        expires_at=lease["expires_at"],
+        secret=str(lease["secret"]),
+    )
+
+
+def granted(body: Any) -> list[dict[str, Any]]:
+    """The claims (`{"job", "lease"}`) an answer carries, whichever call it answers."""
+    if not isinstance(body, dict):
+        return []
+    if "lease" in body and "job" in body:
+        return [body]
+    claims = body.get("claims")
+    return claims if isinstance(claims, list) else []
+
+
 def _claim(status: int, body: Any) -> JobClaim | None:
-    if status == 204:
-        return None
-    lease = body["lease"]
-    return JobClaim(job=body["job"], token=int(lease["token"]), expires_at=lease["expires_at"])
+    return None if status == 204 else _job_claim(body)
+
+
+def _claims(status: int, body: Any) -> list[JobClaim]:
+    return [] if status == 204 else [_job_claim(item) for item in body["claims"]]
+
+
+def _reported(status: int, body: Any) -> Reported:
+    return Reported(
+        complete=body["complete"],
+        fail=body["fail"],
+        release=body["release"],
+        claims=[_job_claim(item) for item in body["claims"]],
+    )
+
+
+def _leases(status: int, body: Any) -> list[dict[str, Any]]:
+    leases: list[dict[str, Any]] = body["leases"]
+    return leases
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +150,11 @@ class Call(Generic[R]):
     ends_session: bool = False
     # The answer is text (Prometheus exposition), not JSON.
     text: bool = False
+    # A call about a lease: (job id, token, its secret or None for the one this client was given
+    # with the claim); the secret is added to the body when sent.
+    lease: tuple[str, int, str | None] | None = None
+    # The answer grants leases: the client remembers their secrets.
+    leases_granted: bool = False
 
 
 def _present(**values: Any) -> dict[str, Any]:
@@ -305,29 +382,109 @@ def claim(
 ) -> Call[JobClaim | None]:
     """Take the next due job of `queues`, waiting up to `wait` seconds; None when there is none."""
     body = _present(queues=list(queues), lease_seconds=lease_seconds, worker=worker, wait=wait)
-    return Call("POST", "/api/v1/jobs/claim", _claim, json=body, timeout=wait + 30)
+    return Call(
+        "POST", "/api/v1/jobs/claim", _claim, json=body, timeout=wait + 30, leases_granted=True
+    )
 
 
-def heartbeat(job_id: str, token: int, *, lease_seconds: float = 30) -> Call[dict[str, Any]]:
+def claim_jobs(
+    queues: Sequence[str],
+    *,
+    max_jobs: int,
+    lease_seconds: float = 30,
+    worker: str | None = None,
+    wait: float = 0,
+) -> Call[list[JobClaim]]:
+    """Take up to `max_jobs` (at most 100) due jobs of `queues`, waiting up to `wait` seconds
+    for the first; an empty list when there is none."""
+    spec = NextJobs(queues, max_jobs, lease_seconds=lease_seconds, worker=worker, wait=wait)
+    return Call(
+        "POST",
+        "/api/v1/jobs/claim",
+        _claims,
+        json=spec.body(),
+        timeout=wait + 30,
+        leases_granted=True,
+    )
+
+
+def heartbeat(
+    job_id: str, token: int, *, lease_seconds: float = 30, secret: str | None = None
+) -> Call[dict[str, Any]]:
     """Extend the lease; `cancel_requested` in the answer tells the worker to stop."""
     body = {"token": token, "lease_seconds": lease_seconds}
-    return Call("POST", f"{_job(job_id)}/heartbeat", _body, json=body)
+    return Call(
+        "POST", f"{_job(job_id)}/heartbeat", _body, json=body, lease=(job_id, token, secret)
+    )
 
 
-def complete(job_id: str, token: int, result: Any = None) -> Call[dict[str, Any]]:
+def heartbeat_jobs(
+    leases: Sequence[JobClaim], *, lease_seconds: float = 30
+) -> Call[list[dict[str, Any]]]:
+    """Extend many leases (at most 100) in one call; each answer, in order, is `{"code": 200,
+    "id", "status", "cancel_requested", "lease"}` or `{"id", "code": 404/403/409, "error"}`."""
+    body = {"leases": [claimed.lease() for claimed in leases], "lease_seconds": lease_seconds}
+    return Call("POST", "/api/v1/jobs/heartbeat", _leases, json=body)
+
+
+def complete(
+    job_id: str, token: int, result: Any = None, *, secret: str | None = None
+) -> Call[dict[str, Any]]:
     """Record success and the job's result (JSON, at most 64 KiB)."""
-    return Call("POST", f"{_job(job_id)}/complete", _body, json={"token": token, "result": result})
+    return Call(
+        "POST",
+        f"{_job(job_id)}/complete",
+        _body,
+        json={"token": token, "result": result},
+        lease=(job_id, token, secret),
+    )
 
 
-def fail(job_id: str, token: int, error: str, *, retry: bool = True) -> Call[dict[str, Any]]:
+def fail(
+    job_id: str, token: int, error: str, *, retry: bool = True, secret: str | None = None
+) -> Call[dict[str, Any]]:
     """Record a failure: retried after a backoff while attempts remain, unless `retry=False`."""
     body = {"token": token, "error": error, "retry": retry}
-    return Call("POST", f"{_job(job_id)}/fail", _body, json=body)
+    return Call("POST", f"{_job(job_id)}/fail", _body, json=body, lease=(job_id, token, secret))
 
 
-def release(job_id: str, token: int) -> Call[dict[str, Any]]:
+def release(job_id: str, token: int, *, secret: str | None = None) -> Call[dict[str, Any]]:
     """Give the job back, pending at once; the attempt does not count."""
-    return Call("POST", f"{_job(job_id)}/release", _body, json={"token": token})
+    return Call(
+        "POST",
+        f"{_job(job_id)}/release",
+        _body,
+        json={"token": token},
+        lease=(job_id, token, secret),
+    )
+
+
+def report(
+    *,
+    complete: Sequence[tuple[JobClaim, Any]] = (),
+    fail: Sequence[tuple[JobClaim, str] | tuple[JobClaim, str, bool]] = (),
+    release: Sequence[JobClaim] = (),
+    claim: NextJobs | None = None,
+) -> Call[Reported]:
+    """Complete (`(claim, result)`), fail (`(claim, error[, retry])`) and release many jobs
+    (at most 100, each once), and with `claim` take the next ones, in one call and one
+    transaction; a stale or refused report refuses only its own job (see `Reported`)."""
+    failed = []
+    for item in fail:
+        claimed, error, *retry = item
+        failed.append({**claimed.lease(), "error": error, "retry": retry[0] if retry else True})
+    body: dict[str, Any] = {
+        "complete": [{**claimed.lease(), "result": result} for claimed, result in complete],
+        "fail": failed,
+        "release": [claimed.lease() for claimed in release],
+    }
+    timeout = None
+    if claim is not None:
+        body["claim"] = claim.body()
+        timeout = claim.wait + 30
+    return Call(
+        "POST", "/api/v1/jobs/report", _reported, json=body, timeout=timeout, leases_granted=True
+    )
 
 
 # ------------------------------------------------------------------------------ tasks

@@ -24,6 +24,7 @@ from orchestrator.client.errors import error_for
 from orchestrator.client.feed import Subscription, TokenSource, subscribe
 
 ETAG_CACHE_SIZE = 256
+LEASE_SECRETS = 10_000
 DEFAULT_COLLECTIONS = ("jobs", "tasks")
 
 P = ParamSpec("P")
@@ -45,6 +46,9 @@ class _Session:
         self._credentials: tuple[str, str] | None = None
         # path (+ query) → (ETag, body) of answers this client has seen
         self._etags: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        # (job id, token) → secret of the leases this client was granted, for the single-job
+        # lease calls made without one
+        self._lease_secrets: OrderedDict[tuple[str, int], str] = OrderedDict()
 
     @property
     def ws_url(self) -> str:
@@ -88,9 +92,15 @@ class _Session:
                     f"no ETag known for {call.resource}: read it first, or pass if_match"
                 )
             headers["If-Match"] = etag
+        body = call.json
+        if call.lease is not None:
+            job_id, token, secret = call.lease
+            secret = secret or self._lease_secrets.get((job_id, token))
+            if secret is not None:
+                body = {**body, "secret": secret}
         content: bytes | None = None
-        if call.json is not None or call.method in ("POST", "PATCH"):
-            content = orjson.dumps(call.json)
+        if body is not None or call.method in ("POST", "PATCH"):
+            content = orjson.dumps(body)
             headers["Content-Type"] = "application/json"
         return self._http.build_request(
             call.method,
@@ -127,7 +137,17 @@ class _Session:
         self._remember(call, response, content)
         if call.text:
             return call.read(status, content.decode())
-        return call.read(status, _json(content))
+        body = _json(content)
+        if call.leases_granted:
+            self._remember_leases(body)
+        return call.read(status, body)
+
+    def _remember_leases(self, body: Any) -> None:
+        for item in calls.granted(body):
+            lease = item["lease"]
+            self._lease_secrets[(str(item["job"]["id"]), int(lease["token"]))] = lease["secret"]
+        while len(self._lease_secrets) > LEASE_SECRETS:
+            self._lease_secrets.popitem(last=False)
 
     def _remember(self, call: Call[Any], response: httpx.Response, content: bytes) -> None:
         if call.method == "DELETE":
@@ -219,6 +239,9 @@ class _Calls(_Session):
     retry_job = _Endpoint(calls.retry_job)
     bulk = _Endpoint(calls.bulk)
     claim = _Endpoint(calls.claim)
+    claim_jobs = _Endpoint(calls.claim_jobs)
+    heartbeat_jobs = _Endpoint(calls.heartbeat_jobs)
+    report = _Endpoint(calls.report)
     heartbeat = _Endpoint(calls.heartbeat)
     complete = _Endpoint(calls.complete)
     fail = _Endpoint(calls.fail)

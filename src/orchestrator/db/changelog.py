@@ -32,7 +32,7 @@ class Change:
 
 
 ChangeEntry = tuple[Op, str, bytes | None]  # op, resource id, canonical JSON (None: deleted)
-# Rows per INSERT: 6 parameters each, well inside SQLite's limit of 32,766 and asyncpg's.
+# Rows per INSERT on SQLite: 6 parameters each, well inside its limit of 32,766.
 _ROWS_PER_INSERT = 500
 
 
@@ -56,7 +56,9 @@ async def record_changes(
     last revision (the current one when `entries` is empty).
 
     Call it last in the transaction: the counter row stays locked until commit, which is
-    what makes revisions visible in commit order, so the shorter the hold the better.
+    what makes revisions visible in commit order, so the shorter the hold the better. On
+    PostgreSQL the counter, the log rows and the notification are one statement, so the lock
+    is held for that statement and the COMMIT: one round trip.
     """
     assert collection in COLLECTIONS
     count = len(entries)
@@ -64,6 +66,8 @@ async def record_changes(
         row = await tx.fetch_one("SELECT revision FROM revision_counter WHERE id = 1")
         assert row is not None
         return int(row["revision"])
+    if tx.dialect == "postgresql":
+        return await _record_in_one_statement(tx, collection=collection, entries=entries)
     row = await tx.fetch_one(
         f"UPDATE revision_counter SET revision = revision + :count, {collection} = revision + "
         ":count WHERE id = 1 RETURNING revision",
@@ -96,6 +100,38 @@ async def record_changes(
         )
     # Delivered at commit; carries only the revision, readers fetch the log themselves.
     await tx.notify(NOTIFY_CHANNEL, str(last))
+    return last
+
+
+async def _record_in_one_statement(
+    tx: Transaction, *, collection: Collection, entries: Sequence[ChangeEntry]
+) -> int:
+    """PostgreSQL: the counter, every log row and the NOTIFY in one statement."""
+    count = len(entries)
+    row = await tx.fetch_one(
+        "WITH taken AS (UPDATE revision_counter SET revision = revision + :count, "
+        f"{collection} = revision + :count WHERE id = 1 RETURNING revision), "
+        "logged AS (INSERT INTO changes (revision, collection, op, resource_id, data, "
+        "created_at) SELECT taken.revision - :count + entry.n, :collection, entry.op, "
+        "entry.resource_id, entry.data, :created_at FROM taken, "
+        "unnest(CAST(:ops AS text[]), CAST(:ids AS text[]), CAST(:data AS text[])) "
+        "WITH ORDINALITY AS entry(op, resource_id, data, n) RETURNING revision) "
+        "SELECT max(revision) AS revision, "
+        "pg_notify(:channel, CAST(max(revision) AS text)) FROM logged",
+        {
+            "count": count,
+            "collection": collection,
+            "ops": [op for op, _, _ in entries],
+            "ids": [resource_id for _, resource_id, _ in entries],
+            "data": [data.decode() if data is not None else None for _, _, data in entries],
+            "created_at": datetime.now(UTC),
+            "channel": NOTIFY_CHANNEL,
+        },
+    )
+    assert row is not None
+    last = int(row["revision"])
+    # Delivered at commit; carries only the revision, readers fetch the log themselves.
+    tx.notified(NOTIFY_CHANNEL, str(last))
     return last
 
 

@@ -61,11 +61,17 @@ class ConstraintViolation(Exception):
 class Transaction(Protocol):
     """Statements inside one write transaction."""
 
+    dialect: Dialect
+
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None: ...
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]: ...
     async def execute(self, sql: str, params: Params = None) -> int: ...
     async def notify(self, channel: str, payload: str) -> None:
         """Send `payload` to the listeners of `channel` when (and only if) this commits."""
+
+    def notified(self, channel: str, payload: str) -> None:
+        """`notify` for a statement that sent its NOTIFY itself (PostgreSQL's `pg_notify` in
+        its SQL, saving a round trip): this process's listeners get it at commit."""
 
 
 class Database(Protocol):
@@ -143,6 +149,8 @@ def _adapt(params: Params) -> Mapping[str, Any]:
 class _SqliteTransaction:
     """Statements of one write transaction, run on the event loop's writer connection."""
 
+    dialect: Dialect = "sqlite"
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self.notes: list[tuple[str, str]] = []
@@ -161,6 +169,9 @@ class _SqliteTransaction:
 
     async def notify(self, channel: str, payload: str) -> None:
         # SQLite has no notifications: other processes find commits by polling.
+        self.notes.append((channel, payload))
+
+    def notified(self, channel: str, payload: str) -> None:
         self.notes.append((channel, payload))
 
 
@@ -439,6 +450,8 @@ _PG_CONSTRAINT = asyncpg.IntegrityConstraintViolationError
 
 
 class _PgTransaction:
+    dialect: Dialect = "postgresql"
+
     def __init__(self, conn: Any, timeout: float) -> None:
         self._conn = conn
         self._timeout = timeout
@@ -477,11 +490,23 @@ class _PgTransaction:
         )
         self.notes.append((channel, payload))
 
+    def notified(self, channel: str, payload: str) -> None:
+        self.notes.append((channel, payload))
+
 
 def _terminate(conn: Any) -> None:
     """Close a pooled connection at once; one the pool has already let go of is left alone."""
     with contextlib.suppress(asyncpg.InterfaceError):
         conn.terminate()
+
+
+async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
+    """Release a pooled connection with no reset query. asyncpg's default sends one (advisory
+    unlock, CLOSE ALL, UNLISTEN *, RESET ALL) on every release: a round trip per transaction
+    for state we never create, since no statement of ours takes an advisory lock, opens a
+    cursor, LISTENs (that has its own connection) or SETs a session variable. What a release
+    must still undo, asyncpg undoes before calling this: an open transaction is rolled back
+    and listeners are dropped."""
 
 
 class PostgresDatabase:
@@ -516,6 +541,7 @@ class PostgresDatabase:
                         timeout=self.timeout,
                         command_timeout=self.timeout,
                         max_inactive_connection_lifetime=0,
+                        reset=_keep_session,
                     )
                 except _PG_UNAVAILABLE as exc:
                     raise DatabaseUnavailable(type(exc).__name__) from exc

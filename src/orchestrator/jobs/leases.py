@@ -1,48 +1,83 @@
 """Claims and leases: how a job moves once it exists.
 
-Every transition is one guarded UPDATE (`WHERE id = :id AND status = … AND lease_token = :token`),
-so a late worker, a repeated call or a race can never move a job wrongly: the statement simply
-matches no row, and we then read the job only to say why (404 or 409). Times come from the
-database clock: PostgreSQL's `now()`; on SQLite the server process is on the database's host,
-so its clock is the database's, written in the one ISO format SQLite compares as text.
+Every transition is a guarded UPDATE (`WHERE id = … AND status = 'running' AND lease_token = …
+AND lease_owner = …`), so a late worker, a repeated call or a race can never move a job
+wrongly: the statement simply matches no row, and we then read the job once to say why (404,
+403 or 409). A call about several jobs moves them in one transaction, one statement per kind of
+move, with their change-log entries appended together by the last statement before COMMIT.
+Times come from the database clock: PostgreSQL's `now()`; on SQLite the server process is on
+the database's host, so its clock is the database's, written in the one ISO format SQLite
+compares as text.
+
+A lease is the fencing token (a counter: a late holder's calls are refused) and a secret that
+only the claim's answer carries: an HMAC of the job and its token under a key derived from the
+service's secret key, so that every process can check it and none has to store it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
+import base64
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from orchestrator.db import Database, Row, Transaction
-from orchestrator.db.changelog import Change, record_change
-from orchestrator.errors import Conflict, NotFound
+from orchestrator.db.changelog import ChangeEntry, record_changes
+from orchestrator.errors import ApiError, Conflict, Forbidden, NotFound
 from orchestrator.jobs.records import JOB_COLUMNS, StoredJob, stored_job
-from orchestrator.representation import canonical_json
 from orchestrator.timestamps import as_utc, iso, utcnow
 
-_RETURNING = f"RETURNING {JOB_COLUMNS}, lease_token, lease_expires_at"
 SWEEP_BATCH = 100
+SECRET_BYTES = 24  # 192 bits
+_RETURNING = f"RETURNING {JOB_COLUMNS}, lease_token, lease_expires_at"
+_STALE = "The lease is no longer held: the job was claimed again"
+
+Verb = Literal["complete", "fail", "release"]
+VERBS: tuple[Verb, ...] = ("complete", "fail", "release")
+
+
+# ------------------------------------------------------------------------ the parties
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who makes a lease call: the account's id, and whether it is an admin (who may use any
+    account's lease, with its secret)."""
+
+    account: str
+    admin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRef:
+    """A lease as a call names it: the job, the fencing token and the lease's secret."""
+
+    job_id: str
+    token: int
+    secret: str
 
 
 @dataclass(frozen=True, slots=True)
 class Lease:
     token: int
+    secret: str
     expires_at: str
 
     def body(self) -> dict[str, Any]:
-        return {"token": self.token, "expires_at": self.expires_at}
+        return {"token": self.token, "secret": self.secret, "expires_at": self.expires_at}
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
     job: StoredJob
     lease: Lease
+
+    def body(self) -> dict[str, Any]:
+        return {"job": orjson.Fragment(self.job.body), "lease": self.lease.body()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +86,65 @@ class Heartbeat:
     status: str
     cancel_requested: bool
     lease: Lease
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "id": self.job_id,
+            "status": self.status,
+            "cancel_requested": self.cancel_requested,
+            "lease": self.lease.body(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimSpec:
+    """What a claim asks for: up to `max_jobs` due jobs of `queues`, each leased for
+    `lease_seconds` to the worker named `worker`."""
+
+    queues: tuple[str, ...]
+    max_jobs: int
+    lease_seconds: float
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a worker says about a job it holds: complete (with the result's canonical JSON),
+    fail (with an error, retried while attempts remain unless `retry` is false) or release."""
+
+    lease: LeaseRef
+    verb: Verb
+    result: str | None = None
+    error: str = "failed"
+    retry: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """A failed attempt is retried after `base * 2 ** (attempts - 1)` seconds, at most `cap`."""
+
+    base: float
+    cap: float
+
+
+# A report's outcome: the job as it now is, or why it was refused (its status says which).
+Outcome = StoredJob | ApiError
+
+
+class LeaseKeys:
+    """The secret of each lease, derived from the job, its token and the service's key."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._key = hmac.digest(secret_key.encode(), b"orchestrator lease secret v1", "sha256")
+
+    def secret(self, job_id: str, token: int) -> str:
+        mac = hmac.digest(self._key, f"{job_id}/{token}".encode(), "sha256")[:SECRET_BYTES]
+        return base64.urlsafe_b64encode(mac).decode()
+
+    def holds(self, lease: LeaseRef) -> bool:
+        """Whether `lease` carries the secret of its job and token (in constant time)."""
+        expected = self.secret(lease.job_id, lease.token).encode()
+        return hmac.compare_digest(expected, lease.secret.encode())
 
 
 # ---------------------------------------------------------------- the database clock
@@ -78,292 +172,333 @@ def _clock(dialect: str, **delays: float) -> dict[str, Any]:
     return params
 
 
-def _lease(row: Row) -> Lease:
-    return Lease(token=int(row["lease_token"]), expires_at=iso(as_utc(row["lease_expires_at"])))
-
-
-async def _transition(
-    db: Database, sql: str, params: dict[str, Any]
-) -> tuple[Row, StoredJob] | None:
-    """Run one guarded UPDATE … RETURNING and log the change when it moved a job."""
-    async with db.transaction() as tx:
-        row = await tx.fetch_one(sql, params)
-        if row is None:
-            return None
-        job = await _record(tx, row)
-    return row, job
-
-
-async def _record(tx: Transaction, row: Row) -> StoredJob:
-    """Log the change of a moved job; its representation, built once for the log and the
-    answer."""
-    job = stored_job(row)
-    await record_change(tx, collection="jobs", op="update", resource_id=job.id, data=job.body)
-    return job
-
-
-async def _current(db: Database, job_id: str) -> Row:
-    row = await db.fetch_one(
-        f"SELECT {JOB_COLUMNS}, lease_token FROM jobs WHERE id = :id", {"id": job_id}
-    )
-    if row is None:
-        raise NotFound("Job not found")
-    return row
-
-
-async def _refuse(db: Database, *, job_id: str, token: int) -> Conflict:
-    """Why a lease operation matched nothing: 404, or the 409 to raise."""
-    row = await _current(db, job_id)
-    if int(row["lease_token"]) != token:
-        return Conflict("The lease is no longer held: the job was claimed again")
-    return Conflict(f"The lease is no longer held: the job is {row['status']}")
-
-
-# ------------------------------------------------------------------------- claiming
-
-
-async def claim_job(
-    *, db: Database, queues: Sequence[str], lease_seconds: float, worker: str
-) -> Claim | None:
-    """Take the highest-priority, oldest due pending job of `queues`, or None."""
-    now = _now(db.dialect)
-    if db.dialect == "postgresql":
-        # SKIP LOCKED: concurrent claims pass over a row another claim is taking.
-        pick = (
-            "SELECT id FROM jobs WHERE status = 'pending' AND queue = ANY(:queues) "
-            "AND run_after <= now() ORDER BY priority DESC, created_at, id "
-            "LIMIT 1 FOR UPDATE SKIP LOCKED"
+def _retry_at(dialect: str) -> str:
+    """When a failed attempt is retried: now + min(cap, base * 2 ** (attempts - 1)), in SQL,
+    so that the one UPDATE that fails a job also schedules its retry."""
+    if dialect == "postgresql":
+        return (
+            "(now() + make_interval(secs => LEAST(:backoff_cap, "
+            ":backoff_base * power(2, LEAST(attempts - 1, 30)))))"
         )
-        queue_param: Any = list(queues)
-    else:
-        # The immediate transaction holds the write lock: no other claim runs meanwhile.
-        pick = (
-            "SELECT id FROM jobs WHERE status = 'pending' "
-            "AND queue IN (SELECT value FROM json_each(:queues)) "
-            "AND run_after <= :now ORDER BY priority DESC, created_at, id LIMIT 1"
-        )
-        queue_param = orjson.dumps(list(queues)).decode()
-    sql = (
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, "
-        f"lease_token = lease_token + 1, lease_expires_at = {_later(db.dialect, 'lease')}, "
-        f"worker = :worker, started_at = {now}, finished_at = NULL, "
-        f"version = version + 1, updated_at = {now} "
-        f"WHERE id = ({pick}) AND status = 'pending' {_RETURNING}"
+    # The text SQLite compares: `strftime`'s milliseconds padded to our microseconds.
+    return (
+        "(strftime('%Y-%m-%dT%H:%M:%f', :now, '+' || printf('%.6f', min(:backoff_cap, "
+        ":backoff_base * (1 << min(attempts - 1, 30)))) || ' seconds') || '000+00:00')"
     )
-    params = {"queues": queue_param, "worker": worker, **_clock(db.dialect, lease=lease_seconds)}
-    moved = await _transition(db, sql, params)
-    if moved is None:
-        return None
-    row, job = moved
-    return Claim(job=job, lease=_lease(row))
-
-
-async def next_due_in(*, db: Database, queues: Sequence[str]) -> float | None:
-    """Seconds until the earliest pending job of `queues` becomes due (None: there is none)."""
-    if db.dialect == "postgresql":
-        sql = (
-            "SELECT min(run_after) AS due FROM jobs WHERE status = 'pending' "
-            "AND queue = ANY(:queues)"
-        )
-        params: dict[str, Any] = {"queues": list(queues)}
-    else:
-        sql = (
-            "SELECT min(run_after) AS due FROM jobs WHERE status = 'pending' "
-            "AND queue IN (SELECT value FROM json_each(:queues))"
-        )
-        params = {"queues": orjson.dumps(list(queues)).decode()}
-    row = await db.fetch_one(sql, params)
-    if row is None or row["due"] is None:
-        return None
-    return max(0.0, (as_utc(row["due"]) - utcnow()).total_seconds())
-
-
-class ClaimWaiters:
-    """Claims waiting for work, woken by the change feed when a job of their queue is pending."""
-
-    def __init__(self) -> None:
-        self._waiting: dict[asyncio.Event, frozenset[str]] = {}
-
-    def on_change(self, change: Change) -> None:
-        if change.collection != "jobs" or not self._waiting or change.data is None:
-            return
-        body = orjson.loads(change.data)
-        if body.get("status") != "pending":
-            return
-        for event, queues in self._waiting.items():
-            if body.get("queue") in queues:
-                event.set()
-
-    async def claim(
-        self,
-        *,
-        db: Database,
-        queues: Sequence[str],
-        lease_seconds: float,
-        worker: str,
-        wait: float,
-        abandoned: asyncio.Event | None = None,
-    ) -> Claim | None:
-        """`claim_job`, retried on each wake-up until a job comes or `wait` seconds pass.
-
-        Setting `abandoned` (the client has gone) ends the wait with no further attempt, so
-        that no job is leased to a client that will never hear of it.
-        """
-        deadline = time.monotonic() + wait
-        event = asyncio.Event()
-        # Registered before the first attempt, so a job created in between still wakes us.
-        self._waiting[event] = frozenset(queues)
-        try:
-            while True:
-                event.clear()
-                claim = await claim_job(
-                    db=db, queues=queues, lease_seconds=lease_seconds, worker=worker
-                )
-                remaining = deadline - time.monotonic()
-                if claim is not None or remaining <= 0:
-                    return claim
-                # A retried job is pending but not yet due: no change will announce that moment.
-                due = await next_due_in(db=db, queues=queues)
-                timeout = remaining if due is None else min(remaining, max(due, 0.01))
-                if abandoned is None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(event.wait(), timeout)
-                    continue
-                if abandoned.is_set() or await _first_of(event, abandoned, timeout) is abandoned:
-                    return None
-        finally:
-            del self._waiting[event]
-
-
-async def _first_of(
-    one: asyncio.Event, other: asyncio.Event, seconds: float
-) -> asyncio.Event | None:
-    """The event set first within `seconds`, or None."""
-    waits = {asyncio.ensure_future(one.wait()): one, asyncio.ensure_future(other.wait()): other}
-    try:
-        done, _ = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in waits:
-            pending.cancel()
-    return other if other.is_set() else (one if done else None)
-
-
-# --------------------------------------------------------------- holding a lease
-
-
-async def heartbeat(*, db: Database, job_id: str, token: int, lease_seconds: float) -> Heartbeat:
-    """Extend the lease; the answer says whether a cancellation was requested."""
-    sql = (
-        f"UPDATE jobs SET lease_expires_at = {_later(db.dialect, 'lease')} "
-        "WHERE id = :id AND status = 'running' AND lease_token = :token "
-        "RETURNING id, status, cancel_requested, lease_token, lease_expires_at"
-    )
-    params = {"id": job_id, "token": token, **_clock(db.dialect, lease=lease_seconds)}
-    # Not a transition: the job body does not change, so no version bump and no change.
-    async with db.transaction() as tx:
-        row = await tx.fetch_one(sql, params)
-    if row is None:
-        raise await _refuse(db, job_id=job_id, token=token)
-    return Heartbeat(
-        job_id=row["id"],
-        status=row["status"],
-        cancel_requested=bool(row["cancel_requested"]),
-        lease=_lease(row),
-    )
-
-
-async def complete_job(*, db: Database, job_id: str, token: int, result: Any) -> StoredJob:
-    """running → succeeded with `result`; repeating it with the same token is harmless."""
-    now = _now(db.dialect)
-    sql = (
-        f"UPDATE jobs SET status = 'succeeded', result = :result, error = NULL, "
-        f"finished_at = {now}, lease_expires_at = NULL, version = version + 1, updated_at = {now} "
-        f"WHERE id = :id AND status = 'running' AND lease_token = :token {_RETURNING}"
-    )
-    params = {
-        "id": job_id,
-        "token": token,
-        "result": canonical_json(result).decode(),
-        **_clock(db.dialect),
-    }
-    moved = await _transition(db, sql, params)
-    if moved is not None:
-        return moved[1]
-    current = await _current(db, job_id)
-    if current["status"] == "succeeded" and int(current["lease_token"]) == token:
-        return stored_job(current)
-    raise await _refuse(db, job_id=job_id, token=token)
 
 
 def retry_delay(*, attempts: int, base: float, cap: float) -> float:
-    """Exponential backoff after the `attempts`-th failed attempt."""
+    """Exponential backoff after the `attempts`-th failed attempt (what `_retry_at` computes)."""
     return float(min(cap, base * 2 ** min(attempts - 1, 30)))
 
 
-async def fail_job(
+# ------------------------------------------------------------------------ statements
+
+
+def _rows(
+    dialect: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+) -> tuple[str, dict[str, Any]]:
+    """A FROM item `v(column, …)` over `rows`: `unnest` of one array per column on
+    PostgreSQL, `json_each` over one JSON array of rows on SQLite. Each is one parameter
+    whatever the number of rows, so a batch is one statement (and one round trip)."""
+    names = ", ".join(name for name, _ in columns)
+    if dialect == "postgresql":
+        arrays = ", ".join(f"CAST(:v_{name} AS {kind}[])" for name, kind in columns)
+        params = {f"v_{name}": [row[i] for row in rows] for i, (name, _) in enumerate(columns)}
+        return f"unnest({arrays}) AS v({names})", params
+    picks = ", ".join(f"value ->> {i} AS {name}" for i, (name, _) in enumerate(columns))
+    return f"(SELECT {picks} FROM json_each(:v_rows)) AS v", {"v_rows": orjson.dumps(rows).decode()}
+
+
+def _held(holder: Holder) -> tuple[str, dict[str, Any]]:
+    """The guard that a lease is this holder's (any account's, for an admin)."""
+    if holder.admin:
+        return "", {}
+    return " AND jobs.lease_owner = :owner", {"owner": holder.account}
+
+
+def _lease(keys: LeaseKeys, row: Row) -> Lease:
+    token = int(row["lease_token"])
+    return Lease(
+        token=token,
+        secret=keys.secret(row["id"], token),
+        expires_at=iso(as_utc(row["lease_expires_at"])),
+    )
+
+
+def _pick(dialect: str, queues: Sequence[str], count: int) -> tuple[str, dict[str, Any]]:
+    """The ids of up to `count` due pending jobs of `queues`, highest priority first, then the
+    job due first: one ordered probe of the claim index per queue, reading only the rows it
+    returns (a filter over a list of queues would read and sort every pending job)."""
+    params: dict[str, Any] = {"pick": count}
+    order = "ORDER BY priority DESC, run_after, id"
+    due = f"status = 'pending' AND run_after <= {_now(dialect)}"
+    if dialect == "postgresql":
+        # SKIP LOCKED: concurrent claims pass over rows another claim is taking.
+        if len(queues) == 1:
+            params["q0"] = queues[0]
+            sql = (
+                f"SELECT id FROM jobs WHERE queue = :q0 AND {due} {order} LIMIT :pick "
+                "FOR UPDATE SKIP LOCKED"
+            )
+            return sql, params
+        # Rows locked in one queue but not taken are free again at COMMIT.
+        params["queues"] = list(queues)
+        sql = (
+            "SELECT c.id FROM unnest(CAST(:queues AS text[])) AS q(name) CROSS JOIN LATERAL "
+            f"(SELECT id, priority, run_after FROM jobs WHERE queue = q.name AND {due} {order} "
+            "LIMIT :pick FOR UPDATE SKIP LOCKED) AS c "
+            "ORDER BY c.priority DESC, c.run_after, c.id LIMIT :pick"
+        )
+        return sql, params
+    # The transaction holds SQLite's write lock: no other claim runs meanwhile.
+    probes = []
+    for n, queue in enumerate(queues):
+        params[f"q{n}"] = queue
+        probes.append(
+            f"SELECT * FROM (SELECT id, priority, run_after FROM jobs WHERE queue = :q{n} "
+            f"AND {due} {order} LIMIT :pick)"
+        )
+    if len(probes) == 1:
+        return f"SELECT id FROM jobs WHERE queue = :q0 AND {due} {order} LIMIT :pick", params
+    return f"SELECT id FROM ({' UNION ALL '.join(probes)}) {order} LIMIT :pick", params
+
+
+async def _claim(
+    tx: Transaction, dialect: str, keys: LeaseKeys, holder: Holder, spec: ClaimSpec
+) -> list[Claim]:
+    pick, params = _pick(dialect, spec.queues, spec.max_jobs)
+    now = _now(dialect)
+    rows = await tx.fetch_all(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, "
+        "lease_token = lease_token + 1, lease_owner = :owner, "
+        f"lease_expires_at = {_later(dialect, 'lease')}, worker = :worker, started_at = {now}, "
+        f"finished_at = NULL, version = version + 1, updated_at = {now} "
+        f"WHERE id IN ({pick}) {_RETURNING}",
+        {
+            **params,
+            "owner": holder.account,
+            "worker": spec.worker,
+            **_clock(dialect, lease=spec.lease_seconds),
+        },
+    )
+    # In the order claimed (an UPDATE returns its rows in no particular order).
+    rows.sort(key=lambda r: (-int(r["priority"]), r["run_after"], r["id"]))
+    return [Claim(job=stored_job(row), lease=_lease(keys, row)) for row in rows]
+
+
+def _report_statement(
+    dialect: str, verb: Verb, reports: Sequence[Report], holder: Holder, backoff: Backoff
+) -> tuple[str, dict[str, Any]]:
+    """One guarded UPDATE moving every job of `reports` (all of one verb) that its lease holds."""
+    now = _now(dialect)
+    held, params = _held(holder)
+    params.update(_clock(dialect))
+    guard = "jobs.id = v.job_id AND jobs.status = 'running' AND jobs.lease_token = v.held"
+    if verb == "complete":
+        source, rows = _rows(
+            dialect,
+            (("job_id", "text"), ("held", "bigint"), ("new_result", "text")),
+            [(r.lease.job_id, r.lease.token, r.result) for r in reports],
+        )
+        moves = (
+            "status = 'succeeded', result = v.new_result, error = NULL, "
+            f"finished_at = {now}, lease_expires_at = NULL"
+        )
+    elif verb == "fail":
+        source, rows = _rows(
+            dialect,
+            (("job_id", "text"), ("held", "bigint"), ("new_error", "text"), ("may_retry", "bool")),
+            [(r.lease.job_id, r.lease.token, r.error, r.retry) for r in reports],
+        )
+        # A requested cancellation wins; else a retry after the backoff while attempts remain.
+        retried = "NOT cancel_requested AND v.may_retry AND attempts < max_attempts"
+        moves = (
+            "status = CASE WHEN cancel_requested THEN 'cancelled' "
+            f"WHEN {retried} THEN 'pending' ELSE 'failed' END, "
+            f"run_after = CASE WHEN {retried} THEN {_retry_at(dialect)} ELSE run_after END, "
+            f"finished_at = CASE WHEN {retried} THEN NULL ELSE {now} END, "
+            "error = v.new_error, lease_expires_at = NULL"
+        )
+        params.update(backoff_base=float(backoff.base), backoff_cap=float(backoff.cap))
+    else:
+        source, rows = _rows(
+            dialect,
+            (("job_id", "text"), ("held", "bigint")),
+            [(r.lease.job_id, r.lease.token) for r in reports],
+        )
+        # The attempt is not counted, and the job keeps its place (its run_after) in line.
+        moves = (
+            "status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END, "
+            "attempts = CASE WHEN cancel_requested THEN attempts ELSE attempts - 1 END, "
+            f"finished_at = CASE WHEN cancel_requested THEN {now} ELSE NULL END, "
+            "lease_expires_at = NULL"
+        )
+    sql = (
+        f"UPDATE jobs SET {moves}, version = version + 1, updated_at = {now} "
+        f"FROM {source} WHERE {guard}{held} {_RETURNING}"
+    )
+    return sql, {**params, **rows}
+
+
+async def _record(tx: Transaction, jobs: Sequence[StoredJob]) -> None:
+    if jobs:
+        entries: list[ChangeEntry] = [("update", job.id, job.body) for job in jobs]
+        await record_changes(tx, collection="jobs", entries=entries)
+
+
+# ----------------------------------------------------------------- explaining refusals
+
+
+async def _current(db: Database, job_ids: Sequence[str]) -> dict[str, Row]:
+    """The jobs of `job_ids` that exist, read once for every refusal of a call."""
+    names = {f"id{n}": job_id for n, job_id in enumerate(dict.fromkeys(job_ids))}
+    rows = await db.fetch_all(
+        f"SELECT {JOB_COLUMNS}, lease_token, lease_owner FROM jobs "
+        f"WHERE id IN ({', '.join(':' + name for name in names)})",
+        names,
+    )
+    return {row["id"]: row for row in rows}
+
+
+def _refusal(row: Row | None, lease: LeaseRef, holder: Holder) -> ApiError:
+    """Why a lease call about `row` matched nothing."""
+    if row is None:
+        return NotFound("Job not found")
+    if int(row["lease_token"]) != lease.token:
+        return Conflict(_STALE)
+    if row["status"] == "running" and not holder.admin and row["lease_owner"] != holder.account:
+        return Forbidden("The lease belongs to another account")
+    return Conflict(f"The lease is no longer held: the job is {row['status']}")
+
+
+def _repeated(row: Row, report: Report, holder: Holder) -> bool:
+    """A complete repeated with the token that completed the job: answered as the first was."""
+    return (
+        report.verb == "complete"
+        and row["status"] == "succeeded"
+        and int(row["lease_token"]) == report.lease.token
+        and (holder.admin or row["lease_owner"] == holder.account)
+    )
+
+
+# ------------------------------------------------------------------------ the calls
+
+
+async def claim_jobs(
+    *, db: Database, keys: LeaseKeys, holder: Holder, spec: ClaimSpec
+) -> list[Claim]:
+    """Take up to `spec.max_jobs` due pending jobs of `spec.queues` (none: an empty list)."""
+    async with db.transaction() as tx:
+        claims = await _claim(tx, db.dialect, keys, holder, spec)
+        await _record(tx, [claim.job for claim in claims])
+    return claims
+
+
+async def report(
     *,
     db: Database,
-    job_id: str,
-    token: int,
-    error: str,
-    retry: bool,
-    backoff_base: float,
-    backoff_cap: float,
-) -> StoredJob:
-    """running → pending after a backoff (attempts left), failed, or cancelled (if requested)."""
-    now = _now(db.dialect)
+    keys: LeaseKeys,
+    holder: Holder,
+    reports: Sequence[Report],
+    backoff: Backoff,
+    claim: ClaimSpec | None = None,
+) -> tuple[list[Outcome], list[Claim]]:
+    """Apply `reports` and, with `claim`, take the next jobs, in one transaction; each report's
+    outcome is the job as it now is or why it was refused, without touching the others (a job
+    reported twice in one call: the first report counts, the second is refused)."""
+    outcomes: list[Outcome | None] = [None] * len(reports)
+    held: dict[Verb, list[int]] = {verb: [] for verb in VERBS}
+    seen: set[str] = set()
+    for n, item in enumerate(reports):
+        if item.lease.job_id in seen:
+            outcomes[n] = Conflict("The job is reported more than once in this call")
+        elif keys.holds(item.lease):
+            held[item.verb].append(n)
+        else:
+            outcomes[n] = Conflict(_STALE)  # a wrong secret says no more than a stale token
+        seen.add(item.lease.job_id)
+    claims: list[Claim] = []
     async with db.transaction() as tx:
-        held = await tx.fetch_one(
-            "SELECT attempts, max_attempts, cancel_requested FROM jobs "
-            "WHERE id = :id AND status = 'running' AND lease_token = :token",
-            {"id": job_id, "token": token},
-        )
-        job = None
-        if held is not None:
-            attempts = int(held["attempts"])
-            delay = retry_delay(attempts=attempts, base=backoff_base, cap=backoff_cap)
-            if held["cancel_requested"]:
-                outcome = f"status = 'cancelled', finished_at = {now}"
-            elif retry and attempts < int(held["max_attempts"]):
-                outcome = f"status = 'pending', run_after = {_later(db.dialect, 'delay')}"
+        for verb, indexes in held.items():
+            if indexes:
+                sql, params = _report_statement(
+                    db.dialect, verb, [reports[n] for n in indexes], holder, backoff
+                )
+                moved = {row["id"]: stored_job(row) for row in await tx.fetch_all(sql, params)}
+                for n in indexes:
+                    outcomes[n] = moved.get(reports[n].lease.job_id)
+        if claim is not None and claim.max_jobs > 0:
+            claims = await _claim(tx, db.dialect, keys, holder, claim)
+        changed = [job for job in outcomes if isinstance(job, StoredJob)]
+        await _record(tx, [*changed, *(c.job for c in claims)])
+    unexplained = [n for n, outcome in enumerate(outcomes) if outcome is None]
+    if unexplained:
+        rows = await _current(db, [reports[n].lease.job_id for n in unexplained])
+        for n in unexplained:
+            row = rows.get(reports[n].lease.job_id)
+            if row is not None and _repeated(row, reports[n], holder):
+                outcomes[n] = stored_job(row)
             else:
-                outcome = f"status = 'failed', finished_at = {now}"
-            # The guard repeats what we read, so a concurrent move makes this match nothing.
-            row = await tx.fetch_one(
-                f"UPDATE jobs SET {outcome}, error = :error, lease_expires_at = NULL, "
-                f"version = version + 1, updated_at = {now} "
-                "WHERE id = :id AND status = 'running' AND lease_token = :token "
-                f"AND attempts = :attempts {_RETURNING}",
-                {
-                    "id": job_id,
-                    "token": token,
-                    "error": error,
-                    "attempts": attempts,
-                    **_clock(db.dialect, delay=delay),
-                },
+                outcomes[n] = _refusal(row, reports[n].lease, holder)
+    return [outcome for outcome in outcomes if outcome is not None], claims
+
+
+async def heartbeat(
+    *,
+    db: Database,
+    keys: LeaseKeys,
+    holder: Holder,
+    leases: Sequence[LeaseRef],
+    lease_seconds: float,
+) -> list[Heartbeat | ApiError]:
+    """Extend each lease by `lease_seconds`; each answer says whether a cancellation of its job
+    was requested, or why the lease is no longer held. Not a transition: the jobs do not
+    change, so no version and no change-log entry."""
+    answers: list[Heartbeat | ApiError | None] = [
+        None if keys.holds(lease) else Conflict(_STALE) for lease in leases
+    ]
+    live = [lease for lease, answer in zip(leases, answers, strict=True) if answer is None]
+    beats: dict[str, Row] = {}
+    if live:
+        source, params = _rows(
+            db.dialect,
+            (("job_id", "text"), ("held", "bigint")),
+            [(lease.job_id, lease.token) for lease in live],
+        )
+        guard, owner = _held(holder)
+        async with db.transaction() as tx:
+            rows = await tx.fetch_all(
+                f"UPDATE jobs SET lease_expires_at = {_later(db.dialect, 'lease')} "
+                f"FROM {source} WHERE jobs.id = v.job_id AND jobs.status = 'running' "
+                f"AND jobs.lease_token = v.held{guard} "
+                "RETURNING id, status, cancel_requested, lease_token, lease_expires_at",
+                {**params, **owner, **_clock(db.dialect, lease=lease_seconds)},
             )
-            if row is not None:
-                job = await _record(tx, row)
-    if job is None:
-        raise await _refuse(db, job_id=job_id, token=token)
-    return job
-
-
-async def release_job(*, db: Database, job_id: str, token: int) -> StoredJob:
-    """running → pending at once, the attempt not counted (a worker shutting down)."""
-    now = _now(db.dialect)
-    sql = (
-        "UPDATE jobs SET "
-        "status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END, "
-        "attempts = CASE WHEN cancel_requested THEN attempts ELSE attempts - 1 END, "
-        f"finished_at = CASE WHEN cancel_requested THEN {now} ELSE NULL END, "
-        f"run_after = {now}, lease_expires_at = NULL, version = version + 1, updated_at = {now} "
-        f"WHERE id = :id AND status = 'running' AND lease_token = :token {_RETURNING}"
-    )
-    moved = await _transition(db, sql, {"id": job_id, "token": token, **_clock(db.dialect)})
-    if moved is None:
-        raise await _refuse(db, job_id=job_id, token=token)
-    return moved[1]
+        beats = {row["id"]: row for row in rows}
+    missing = [
+        lease
+        for lease in live
+        if lease.job_id not in beats or int(beats[lease.job_id]["lease_token"]) != lease.token
+    ]
+    current = await _current(db, [lease.job_id for lease in missing]) if missing else {}
+    result: list[Heartbeat | ApiError] = []
+    for lease, refused in zip(leases, answers, strict=True):
+        row = beats.get(lease.job_id)
+        if refused is not None:
+            result.append(refused)
+        elif row is None or int(row["lease_token"]) != lease.token:
+            result.append(_refusal(current.get(lease.job_id), lease, holder))
+        else:
+            result.append(
+                Heartbeat(
+                    job_id=row["id"],
+                    status=row["status"],
+                    cancel_requested=bool(row["cancel_requested"]),
+                    lease=_lease(keys, row),
+                )
+            )
+    return result
 
 
 # ------------------------------------------------------------------- cancellation
@@ -384,22 +519,32 @@ def cancel_assignments(dialect: str) -> str:
     )
 
 
-async def cancel_job(*, db: Database, job_id: str) -> StoredJob:
-    """pending → cancelled at once; running → cancel requested; finished → 409."""
-    sql = (
-        f"UPDATE jobs SET {cancel_assignments(db.dialect)} "
-        f"WHERE id = :id AND {CANCELLABLE} {_RETURNING}"
-    )
-    moved = await _transition(db, sql, {"id": job_id, **_clock(db.dialect)})
-    if moved is not None:
-        return moved[1]
-    current = await _current(db, job_id)
+async def cancel_job(*, db: Database, job_id: str, username: str, admin: bool) -> StoredJob:
+    """pending → cancelled at once; running → cancel requested; finished → 409. Only the job's
+    creator or an admin may cancel it (403), as only they may delete it."""
+    creator = "" if admin else " AND created_by = :username"
+    async with db.transaction() as tx:
+        row = await tx.fetch_one(
+            f"UPDATE jobs SET {cancel_assignments(db.dialect)} "
+            f"WHERE id = :id AND {CANCELLABLE}{creator} {_RETURNING}",
+            {"id": job_id, "username": username, **_clock(db.dialect)},
+        )
+        job = stored_job(row) if row is not None else None
+        if job is not None:
+            await _record(tx, [job])
+    if job is not None:
+        return job
+    current = (await _current(db, [job_id])).get(job_id)
+    if current is None:
+        raise NotFound("Job not found")
+    if not admin and current["created_by"] != username:
+        raise Forbidden("Only the job's creator or an admin may cancel it")
     if current["status"] == "running":  # already requested: asking again changes nothing
         return stored_job(current)
     raise Conflict(f"The job is already {current['status']}")
 
 
-# ----------------------------------------------------------------- stalled leases
+# ------------------------------------------------------------------- stalled leases
 
 
 async def sweep_expired_leases(*, db: Database) -> int:
@@ -418,7 +563,7 @@ async def sweep_expired_leases(*, db: Database) -> int:
         "error = CASE WHEN cancel_requested THEN error ELSE 'lease expired' END, "
         f"finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN {now} "
         "ELSE NULL END, "
-        f"run_after = {now}, lease_expires_at = NULL, version = version + 1, updated_at = {now} "
+        f"lease_expires_at = NULL, version = version + 1, updated_at = {now} "
         f"WHERE id IN (SELECT id FROM jobs WHERE {expired} "
         f"ORDER BY lease_expires_at LIMIT {SWEEP_BATCH}{lock}) AND {expired} {_RETURNING}"
     )
@@ -426,8 +571,7 @@ async def sweep_expired_leases(*, db: Database) -> int:
     while True:
         async with db.transaction() as tx:
             rows = await tx.fetch_all(sql, _clock(db.dialect))
-            for row in rows:
-                await _record(tx, row)
+            await _record(tx, [stored_job(row) for row in rows])
         swept += len(rows)
         if len(rows) < SWEEP_BATCH:
             return swept

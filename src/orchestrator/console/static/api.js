@@ -80,5 +80,7 @@ export function can(user, action, resource) {
   if (user.role === "admin") return true;
   if (user.role !== "member") return false;
   if (action === "delete-job" || action === "retry-job") return resource && resource.created_by === user.username;
-  return action === "cancel-job" || action === "edit-task";
+  // Without a job (a selection of rows), the server refuses each one not theirs.
+  if (action === "cancel-job") return !resource || resource.created_by === user.username;
+  return action === "edit-task";
 }
