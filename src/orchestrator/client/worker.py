@@ -5,24 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
+import math
 import os
 import random
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
+import orjson
 
-from orchestrator.client.calls import JobClaim
+from orchestrator.client.calls import JobClaim, NextJobs, Reported
 from orchestrator.client.errors import (
     ApiError,
     AuthenticationError,
-    ConflictError,
-    NotFoundError,
     PermissionDeniedError,
 )
 from orchestrator.client.http import AsyncClient
@@ -34,6 +34,11 @@ Interruption = Literal["cancel", "lost", "shutdown"]
 MAX_ERROR = 10_000
 FIRST_BACKOFF = 0.2
 MAX_BACKOFF = 10.0
+MAX_BATCH = 100  # jobs per call, as the server takes them
+# Running jobs are heartbeated at least this often, so that a cancellation reaches its
+# handler within a second.
+CANCEL_CHECK_SECONDS = 0.5
+PAST = {"complete": "succeeded", "fail": "failed", "release": "released"}
 
 
 class DoNotRetry(Exception):
@@ -111,6 +116,30 @@ class _Outage:
         self._delay = FIRST_BACKOFF
 
 
+@dataclass(eq=False)
+class _Running:
+    """A job a handler is running: its claim, the handler's future, and the last heartbeat."""
+
+    claim: JobClaim
+    future: asyncio.Future[Any]
+    is_async: bool
+    beat_at: float
+    interruption: Interruption | None = None
+
+
+@dataclass(eq=False)
+class _Report:
+    """An outcome waiting to be sent: complete, fail or release, given up after `until`."""
+
+    claim: JobClaim
+    verb: Literal["complete", "fail", "release"]
+    until: float
+    result: Any = None
+    error: str = ""
+    retry: bool = True
+    repeated: bool = False  # sent before, perhaps received
+
+
 class Worker:
     """Run `handler(job)` for jobs of `queues`, `concurrency` at a time.
 
@@ -121,6 +150,11 @@ class Worker:
     the server (409) instead. Transient errors (no connection, 429, 5xx) are retried with
     backoff, honouring `Retry-After`; a refusal no retry can fix (401, 403) stops the worker,
     and `run()` raises `WorkerStopped`.
+
+    A busy worker makes one request per job or fewer: the outcomes of the jobs that finished
+    are reported together, and the same request claims as many jobs as slots are free. Running
+    jobs are heartbeated together, every `heartbeat_seconds` (at most half a second by
+    default, so that a cancellation reaches its handler within a second).
     """
 
     def __init__(
@@ -134,9 +168,10 @@ class Worker:
         wait: float = 10,
         name: str | None = None,
         shutdown_grace: float = 30,
+        heartbeat_seconds: float | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        if not 1 <= concurrency <= MAX_BATCH:
+            raise ValueError(f"concurrency must be from 1 to {MAX_BATCH}")
         self.client = client
         self.queues = list(queues)
         self.handler = handler
@@ -145,10 +180,17 @@ class Worker:
         self.wait = wait
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.shutdown_grace = shutdown_grace
+        self.heartbeat_seconds = heartbeat_seconds or min(lease_seconds / 3, CANCEL_CHECK_SECONDS)
+        self._is_async = inspect.iscoroutinefunction(handler)
         self._stopping = asyncio.Event()
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="job-handler")
         self._outage = _Outage()
         self._refused: ApiError | None = None
+        self._running: dict[str, _Running] = {}
+        self._reports: list[_Report] = []
+        self._changed = asyncio.Event()  # a report to send, a claim came back, a stop
+        self._claiming: asyncio.Future[Any] | None = None  # a request that waits for work
+        self._hold_reports_until = 0.0  # after a failed report, the backoff's end
         self._in_threads: set[asyncio.Future[Any]] = set()
         self.processed = 0
 
@@ -162,6 +204,7 @@ class Worker:
         if not self._stopping.is_set():
             log.info("worker %s stopping", self.name)
         self._stopping.set()
+        self._changed.set()
 
     async def run(self, *, install_signal_handlers: bool = True) -> None:
         """Work until `stop()` (or SIGTERM/SIGINT), then return once every job is settled."""
@@ -170,201 +213,308 @@ class Worker:
         for sig in signals:
             loop.add_signal_handler(sig, self.stop)
         log.info("worker %s started on queues %s", self.name, ",".join(self.queues))
+        beats = asyncio.ensure_future(self._heartbeats())
         try:
-            await asyncio.gather(*(self._slot() for _ in range(self.concurrency)))
+            await self._dispatch()
+        except BaseException:
+            # Cancelled (or failed) rather than stopped: nothing of ours runs on.
+            for job in self._running.values():
+                if job.is_async:
+                    job.future.cancel()
+            raise
         finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
-            self._executor.shutdown(wait=False)
+            beats.cancel()
+            try:
+                await _ended(beats)
+                await self._end_claim()
+            finally:
+                self._end_signals(signals)
         if self._refused is not None:
             raise WorkerStopped(_refusal(self._refused)) from self._refused
         log.info("worker %s stopped after %d jobs", self.name, self.processed)
+
+    def _end_signals(self, signals: Sequence[signal.Signals]) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        self._executor.shutdown(wait=False)
 
     def _refuse(self, exc: ApiError) -> None:
         """Stop at once: without its account the worker can neither claim nor report."""
         if self._refused is None:
             self._refused = exc
             self.shutdown_grace = 0
-        self._stopping.set()
+        self.stop()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, unless the worker stops first."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _slot(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                claimed = await self._claim()
-            except ApiError as exc:
-                if not exc.transient:
-                    self._refuse(exc)
-                    return
-                await self._pause(self._outage.delay_after(exc))
-                continue
-            except httpx.TransportError as exc:
-                await self._pause(self._outage.delay_after(exc))
-                continue
-            self._outage.over()
-            if claimed is not None:
-                await self._work(claimed)
+    # ------------------------------------------------------------------ the main loop
 
-    async def _claim(self) -> JobClaim | None:
-        """One claim, given up when the worker stops (the server then stops waiting too)."""
-        claiming = asyncio.ensure_future(
-            self.client.claim(
-                self.queues, lease_seconds=self.lease_seconds, worker=self.name, wait=self.wait
-            )
-        )
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({claiming, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if not claiming.done():
-            # Closing the connection ends the server's wait for work: it grants nothing more
-            # to a claim whose client has gone (a grant already on its way would come back
-            # when its lease expires).
-            claiming.cancel()
-            await _ended(claiming)
-            return None
-        return claiming.result()
-
-    def _start(self, job: dict[str, Any]) -> asyncio.Future[Any]:
-        if inspect.iscoroutinefunction(self.handler):
-            return asyncio.ensure_future(self.handler(job))
-        running = asyncio.get_running_loop().run_in_executor(self._executor, self.handler, job)
-        self._in_threads.add(running)
-        running.add_done_callback(self._in_threads.discard)
-        return running
-
-    async def _work(self, claimed: JobClaim) -> None:
-        job_id = claimed.id
-        log.info("job %s claimed (token %d)", job_id, claimed.token)
-        running = self._start(claimed.job)
-        watch = asyncio.ensure_future(self._watch(claimed))
-        try:
-            await asyncio.wait({running, watch}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not watch.done():
-                watch.cancel()
-                await _ended(watch)
-        interruption: Interruption | None = None
-        if not running.done() and not watch.cancelled():
-            interruption = watch.result()
-            is_async = inspect.iscoroutinefunction(self.handler)
-            if is_async:
-                running.cancel()
-            if interruption == "cancel":
-                log.info("job %s cancelled by request", job_id)
-                await self._report(claimed, "fail", error="cancelled", retry=False)
-            elif interruption == "shutdown":
-                if self._refused is None:
-                    log.info("job %s released at shutdown", job_id)
-                    await self._report(claimed, "release")
-            else:
-                log.warning("job %s: lease lost (409 on heartbeat); result will be refused", job_id)
-            if interruption == "shutdown" and not is_async:
-                return  # the thread may run on; the process is exiting
-            await _ended(running)
-            if is_async or interruption == "cancel":
-                return
-        self.processed += 1
-        try:
-            result = running.result()
-        except DoNotRetry as exc:
-            await self._report(claimed, "fail", error=_describe(exc), retry=False)
-        except Exception as exc:
-            log.info("job %s failed: %s", job_id, _describe(exc))
-            await self._report(claimed, "fail", error=_describe(exc), retry=True)
-        else:
-            try:
-                json.dumps(result)
-            except (TypeError, ValueError) as exc:
-                error = f"the handler's result is not JSON: {exc}"
-                await self._report(claimed, "fail", error=error, retry=False)
-                return
-            await self._report(claimed, "complete", result=result)
-
-    async def _watch(self, claimed: JobClaim) -> Interruption:
-        """Heartbeat until the job is cancelled, the lease is lost or the grace period ends."""
-        interval = max(0.1, self.lease_seconds / 3)
+    async def _dispatch(self) -> None:
+        """Report what finished (claiming into the free slots on the way), claim when idle,
+        and at a stop let the running jobs finish within the grace period."""
         loop = asyncio.get_running_loop()
         shutdown_at: float | None = None
         while True:
+            self._changed.clear()
             if self._stopping.is_set():
                 if shutdown_at is None:
                     shutdown_at = loop.time() + self.shutdown_grace
-                remaining = shutdown_at - loop.time()
-                if remaining <= 0:
-                    return "shutdown"
-                await asyncio.sleep(min(interval, remaining))
+                    await self._end_claim()
                 if loop.time() >= shutdown_at:
-                    return "shutdown"
-            else:
-                await self._pause(interval)
-                if self._stopping.is_set():
+                    self._interrupt_all("shutdown")
+            wake_at = shutdown_at
+            if self._reports and self._refused is None:
+                if loop.time() >= self._hold_reports_until:
+                    await self._send_reports()
                     continue
+                wake_at = min(wake_at or math.inf, self._hold_reports_until)
+            elif self._stopping.is_set():
+                if all(job.interruption == "shutdown" for job in self._running.values()):
+                    return
+            elif self._claiming is None and self._free() > 0:
+                self._claiming = asyncio.ensure_future(self._claim(self._free()))
+            timeout = None if wake_at is None else max(0.0, wake_at - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def _free(self) -> int:
+        return self.concurrency - len(self._running)
+
+    async def _claim(self, count: int) -> None:
+        """Claim up to `count` jobs, waiting for them; given up when the worker stops (closing
+        the connection ends the server's wait too)."""
+        try:
+            claims = await self.client.claim_jobs(
+                self.queues,
+                max_jobs=count,
+                lease_seconds=self.lease_seconds,
+                worker=self.name,
+                wait=self.wait,
+            )
+        except ApiError as exc:
+            if not exc.transient:
+                self._refuse(exc)
+            else:
+                await self._pause(self._outage.delay_after(exc))
+        except httpx.TransportError as exc:
+            await self._pause(self._outage.delay_after(exc))
+        else:
+            self._outage.over()
+            for claimed in claims:
+                self._start(claimed)
+        finally:
+            self._claiming = None
+            self._changed.set()
+
+    async def _end_claim(self) -> None:
+        claiming, self._claiming = self._claiming, None
+        if claiming is not None and not claiming.done():
+            # A grant already on its way when the connection closes comes back to the queue
+            # when its lease expires.
+            claiming.cancel()
+            await _ended(claiming)
+
+    # --------------------------------------------------------------------- the jobs
+
+    def _start(self, claimed: JobClaim) -> None:
+        log.info("job %s claimed (token %d)", claimed.id, claimed.token)
+        if self._is_async:
+            future: asyncio.Future[Any] = asyncio.ensure_future(self.handler(claimed.job))
+        else:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._executor, self.handler, claimed.job)
+            self._in_threads.add(future)
+            future.add_done_callback(self._in_threads.discard)
+        job = _Running(claimed, future, self._is_async, asyncio.get_running_loop().time())
+        self._running[claimed.id] = job
+        future.add_done_callback(lambda _f: self._finished(job))
+
+    def _finished(self, job: _Running) -> None:
+        """The handler returned or raised: queue the job's report (unless it was interrupted)."""
+        if self._running.get(job.claim.id) is job:
+            del self._running[job.claim.id]
+        self._changed.set()
+        if job.interruption in ("cancel", "shutdown") or job.future.cancelled():
+            return  # reported when interrupted (or, once refused, never)
+        if job.interruption == "lost":
+            log.warning("job %s: finished after its lease was lost", job.claim.id)
+        self.processed += 1
+        error = job.future.exception()
+        if isinstance(error, DoNotRetry):
+            self._report(job.claim, "fail", error=_describe(error), retry=False)
+        elif error is not None:
+            log.info("job %s failed: %s", job.claim.id, _describe(error))
+            self._report(job.claim, "fail", error=_describe(error), retry=True)
+        else:
+            result = job.future.result()
             try:
-                beat = await self.client.heartbeat(
-                    claimed.id, claimed.token, lease_seconds=self.lease_seconds
+                orjson.dumps(result)
+            except TypeError as exc:
+                error_text = f"the handler's result is not JSON: {exc}"
+                self._report(job.claim, "fail", error=error_text, retry=False)
+            else:
+                self._report(job.claim, "complete", result=result)
+
+    def _report(
+        self, claimed: JobClaim, verb: Literal["complete", "fail", "release"], **fields: Any
+    ) -> None:
+        until = asyncio.get_running_loop().time() + self.lease_seconds
+        self._reports.append(_Report(claimed, verb, until, **fields))
+        self._changed.set()
+
+    def _interrupt(self, job: _Running, why: Interruption) -> None:
+        """Stop a job's handler (a plain function runs on: its report is fenced off)."""
+        if job.interruption is not None:
+            return
+        job.interruption = why
+        if why == "cancel":
+            log.info("job %s cancelled by request", job.claim.id)
+            self._report(job.claim, "fail", error="cancelled", retry=False)
+        elif why == "shutdown" and self._refused is None:
+            log.info("job %s released at shutdown", job.claim.id)
+            self._report(job.claim, "release")
+        if job.is_async:
+            job.future.cancel()
+
+    def _interrupt_all(self, why: Interruption) -> None:
+        for job in list(self._running.values()):
+            self._interrupt(job, why)
+
+    # ------------------------------------------------------------------- the server
+
+    async def _send_reports(self) -> None:
+        """One request for every report waiting, with a claim for the free slots. When nothing
+        else runs, that claim waits for work; the request then runs alongside, as a claim."""
+        now = asyncio.get_running_loop().time()
+        for gone in [r for r in self._reports if r.until < now]:
+            log.error("job %s: %s not delivered before its lease ended", gone.claim.id, gone.verb)
+        live = [r for r in self._reports if r.until >= now]
+        sending, self._reports = live[:MAX_BATCH], live[MAX_BATCH:]
+        if not sending:
+            return
+        claim: NextJobs | None = None
+        free = self._free()
+        if not self._stopping.is_set() and self._claiming is None and free > 0:
+            idle = not self._running and not self._reports
+            claim = NextJobs(
+                self.queues,
+                free,
+                lease_seconds=self.lease_seconds,
+                worker=self.name,
+                wait=self.wait if idle else 0,
+            )
+        if claim is not None and claim.wait > 0:
+            self._claiming = asyncio.ensure_future(self._deliver(sending, claim))
+        else:
+            await self._deliver(sending, claim)
+
+    async def _deliver(self, sending: list[_Report], claim: NextJobs | None) -> None:
+        waiting = claim is not None and claim.wait > 0
+        try:
+            reported = await self.client.report(
+                complete=[(r.claim, r.result) for r in sending if r.verb == "complete"],
+                fail=[(r.claim, r.error, r.retry) for r in sending if r.verb == "fail"],
+                release=[r.claim for r in sending if r.verb == "release"],
+                claim=claim,
+            )
+        except asyncio.CancelledError:
+            # Stopped while waiting for work: the reports most likely arrived, but say so
+            # again (a repeat is refused harmlessly, and said quietly).
+            for report in sending:
+                report.repeated = True
+            self._reports[:0] = sending
+            raise
+        except ApiError as exc:
+            if not exc.transient:
+                log.error("reports refused: %s", describe(exc))
+                if isinstance(exc, AuthenticationError | PermissionDeniedError):
+                    self._refuse(exc)
+                return
+            self._retry_reports(sending, exc)
+            return
+        except httpx.TransportError as exc:
+            self._retry_reports(sending, exc)
+            return
+        finally:
+            if waiting:
+                self._claiming = None
+                self._changed.set()
+        self._outage.over()
+        self._settle(sending, reported)
+
+    def _retry_reports(self, sending: list[_Report], exc: Exception) -> None:
+        """Send them again after the outage's backoff (or as `Retry-After` says)."""
+        self._reports[:0] = sending
+        log.warning("reports failed: %s; retrying", describe(exc))
+        delay = self._outage.delay_after(exc)
+        self._hold_reports_until = asyncio.get_running_loop().time() + delay
+
+    def _settle(self, sending: list[_Report], reported: Reported) -> None:
+        """Act on each report's outcome, and start the jobs claimed."""
+        outcomes = {
+            outcome["id"]: outcome
+            for outcome in (*reported.complete, *reported.fail, *reported.release)
+        }
+        for sent in sending:
+            outcome = outcomes[sent.claim.id]
+            code = int(outcome["code"])
+            if code == 200:
+                log.info("job %s: %s", sent.claim.id, PAST.get(sent.verb, sent.verb))
+                continue
+            message = outcome["error"]["message"]
+            if code == 422 and sent.verb == "complete":
+                # The result itself was refused (too large, too deep): the job cannot succeed so.
+                log.warning("job %s: result refused: %s", sent.claim.id, message)
+                error = f"the handler's result was refused: {message}"
+                self._report(sent.claim, "fail", error=error, retry=False)
+            elif sent.repeated and code == 409:
+                log.info("job %s: %s already reported", sent.claim.id, sent.verb)
+            else:
+                log.warning("job %s: %s refused (%d): %s", sent.claim.id, sent.verb, code, message)
+        for claimed in reported.claims:
+            self._start(claimed)
+
+    async def _heartbeats(self) -> None:
+        """Every so often, one heartbeat for the leases not heard of for `heartbeat_seconds`;
+        its answers say which jobs were cancelled and which leases were lost."""
+        loop = asyncio.get_running_loop()
+        interval = self.heartbeat_seconds
+        while True:
+            await asyncio.sleep(interval / 2)
+            now = loop.time()
+            due = [
+                job
+                for job in self._running.values()
+                if job.interruption is None and now - job.beat_at >= interval
+            ][:MAX_BATCH]
+            if not due or self._refused is not None:
+                continue
+            try:
+                beats = await self.client.heartbeat_jobs(
+                    [job.claim for job in due], lease_seconds=self.lease_seconds
                 )
-            except (ConflictError, NotFoundError) as exc:
-                log.warning("job %s: heartbeat refused (%d)", claimed.id, exc.status_code)
-                return "lost"
             except ApiError as exc:
                 if not exc.transient:
                     self._refuse(exc)
-                    return "shutdown"
-                log.warning("job %s: heartbeat failed: %s", claimed.id, describe(exc))
+                    return
+                log.warning("heartbeat failed: %s", describe(exc))
                 continue
             except httpx.TransportError as exc:
-                log.warning("job %s: heartbeat failed: %s", claimed.id, describe(exc))
+                log.warning("heartbeat failed: %s", describe(exc))
                 continue
-            if beat.get("cancel_requested"):
-                return "cancel"
-
-    async def _report(self, claimed: JobClaim, verb: str, **fields: Any) -> None:
-        """complete / fail / release, retried on transient errors until the lease would end."""
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + self.lease_seconds
-        delay = FIRST_BACKOFF
-        while True:
-            try:
-                if verb == "complete":
-                    await self.client.complete(claimed.id, claimed.token, fields["result"])
-                elif verb == "fail":
-                    await self.client.fail(
-                        claimed.id, claimed.token, fields["error"], retry=fields["retry"]
-                    )
+            for job, beat in zip(due, beats, strict=True):
+                code = int(beat["code"])
+                if code != 200:
+                    log.warning("job %s: heartbeat refused (%d)", job.claim.id, code)
+                    self._interrupt(job, "lost")
+                elif beat["cancel_requested"]:
+                    self._interrupt(job, "cancel")
                 else:
-                    await self.client.release(claimed.id, claimed.token)
-            except ConflictError as exc:
-                log.warning("job %s: %s refused (409): %s", claimed.id, verb, exc.message)
-                return
-            except (ApiError, httpx.TransportError) as exc:
-                if isinstance(exc, ApiError) and exc.status_code == 422 and verb == "complete":
-                    # The result itself was refused (too large): the job cannot succeed so.
-                    log.warning("job %s: result refused: %s", claimed.id, exc.message)
-                    error = f"the handler's result was refused: {exc.message}"
-                    await self._report(claimed, "fail", error=error, retry=False)
-                    return
-                if isinstance(exc, ApiError) and not exc.transient:
-                    log.error("job %s: %s failed: %s", claimed.id, verb, describe(exc))
-                    if isinstance(exc, AuthenticationError | PermissionDeniedError):
-                        self._refuse(exc)
-                    return
-                wait = exc.retry_after if isinstance(exc, ApiError) else None
-                wait = delay if wait is None else wait
-                if loop.time() + wait > give_up_at:
-                    log.error("job %s: %s failed: %s", claimed.id, verb, describe(exc))
-                    return
-                log.warning("job %s: %s failed: %s; retrying", claimed.id, verb, describe(exc))
-                await asyncio.sleep(wait)
-                delay = min(MAX_BACKOFF, delay * 2)
-            else:
-                log.info("job %s: %s", claimed.id, {"complete": "succeeded"}.get(verb, verb))
-                return
+                    job.beat_at = now
 
 
 def _describe(exc: BaseException) -> str:
