@@ -30,8 +30,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.server import ServerProcess
+from tests.support.databases import create_postgres_database, drop_postgres_database
 
 ADMIN_PASSWORD = "bench-admin-password"
 SECRET = "bench-secret-" + "b" * 40

@@ -1,44 +1,12 @@
-"""Small factories for test data: users and their tokens."""
+"""Moved to `tests.support.users`; kept while other branches still import from here."""
 
-from __future__ import annotations
+from tests.support.users import (
+    ADMIN_PASSWORD,
+    PASSWORD,
+    admin_headers,
+    login,
+    make_user,
+    user_headers,
+)
 
-import httpx
-
-from orchestrator.auth.users import Role, create_user
-from orchestrator.services import Services
-
-ADMIN_PASSWORD = "admin-test-password"
-PASSWORD = "correct horse battery staple"
-
-
-async def make_user(
-    services: Services, username: str, role: Role = "member", password: str = PASSWORD
-) -> None:
-    """Create a user directly in the database (hashing as the CLI does)."""
-    await create_user(
-        services.db,
-        username=username,
-        role=role,
-        password_hash=await services.passwords.hash(password),
-    )
-
-
-async def login(
-    client: httpx.AsyncClient, username: str, password: str = PASSWORD
-) -> dict[str, str]:
-    """Log in over HTTP; returns the Authorization header."""
-    response = await client.post("/auth/login", json={"username": username, "password": password})
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-
-async def user_headers(
-    client: httpx.AsyncClient, services: Services, username: str, role: Role = "member"
-) -> dict[str, str]:
-    """A new user of `role`, logged in."""
-    await make_user(services, username, role)
-    return await login(client, username)
-
-
-async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
-    return await login(client, "admin", ADMIN_PASSWORD)
+__all__ = ["ADMIN_PASSWORD", "PASSWORD", "admin_headers", "login", "make_user", "user_headers"]

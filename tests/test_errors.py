@@ -9,7 +9,7 @@ import pytest
 import structlog
 from fastapi import FastAPI
 
-from tests.factories import ADMIN_PASSWORD
+from tests.support.users import ADMIN_PASSWORD
 
 MIB = 1024 * 1024
 

@@ -13,9 +13,10 @@ from fastapi.routing import iter_route_contexts
 
 from orchestrator.app import create_app
 from orchestrator.db.migrate import upgrade
-from tests.conftest import create_postgres_database, drop_postgres_database, make_settings
-from tests.factories import ADMIN_PASSWORD, login
 from tests.netproxy import NetProxy
+from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.settings import make_settings
+from tests.support.users import ADMIN_PASSWORD, login
 
 
 @pytest.mark.parametrize("prefix", ["", "/api/v1"])

@@ -16,8 +16,8 @@ from fastapi import FastAPI
 
 from orchestrator.app import create_app
 from orchestrator.services import Services
-from tests.conftest import make_settings
-from tests.factories import ADMIN_PASSWORD, PASSWORD, make_user
+from tests.support.settings import make_settings
+from tests.support.users import ADMIN_PASSWORD, PASSWORD, make_user
 
 TASKS = "/api/v1/collab/tasks"
 TASK_LIST = "/api/v1/collab/state/tasks"
@@ -148,7 +148,7 @@ async def test_the_cookie_works_in_place_of_a_bearer_and_unsafe_requests_need_th
     database_url: str, tmp_path: Path
 ) -> None:
     async with serving(database_url, tmp_path) as (client, services):
-        await make_user(services, "mia")
+        await make_user(services.db, "mia")
         session, csrf = await browser_sign_in(client, "mia", PASSWORD)
         me = await client.get("/api/v1/users/me", headers=jar(session, csrf))
         assert me.status_code == 200

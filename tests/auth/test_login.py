@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.users import set_disabled
 from orchestrator.services import Services
-from tests.factories import ADMIN_PASSWORD, PASSWORD, make_user
+from tests.support.users import ADMIN_PASSWORD, PASSWORD, make_user
 
 
 @pytest.mark.parametrize("path", ["/auth/login", "/api/v1/auth/login"])
@@ -26,7 +26,7 @@ async def test_login_returns_bearer_token(client: httpx.AsyncClient, path: str) 
 
 
 async def test_token_opens_protected_route(client: httpx.AsyncClient, services: Services) -> None:
-    await make_user(services, "alice")
+    await make_user(services.db, "alice")
     response = await client.post("/auth/login", json={"username": "ALICE", "password": PASSWORD})
     assert response.status_code == 200
 
@@ -104,7 +104,7 @@ async def hasher(services: Services) -> RecordingHasher:
 async def test_wrong_password_unknown_and_disabled_users_get_the_same_401(
     client: httpx.AsyncClient, services: Services, hasher: RecordingHasher
 ) -> None:
-    await make_user(services, "dave")
+    await make_user(services.db, "dave")
     await set_disabled(services.db, username="dave", disabled=True)
     attempts = {
         "wrong password": {"username": "admin", "password": "not-the-password"},
@@ -205,7 +205,7 @@ async def test_login_bodies_that_are_not_json_get_415_without_echo(
 async def test_login_sends_no_store_and_a_working_token(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    await make_user(services, "Carol", role="viewer")
+    await make_user(services.db, "Carol", role="viewer")
     response = await client.post("/auth/login", json={"username": "carol", "password": PASSWORD})
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"

@@ -19,8 +19,8 @@ from orchestrator.app import create_app
 from orchestrator.auth.users import set_disabled, set_password
 from orchestrator.db.changelog import latest_revision
 from orchestrator.services import Services
-from tests.conftest import make_settings
-from tests.factories import ADMIN_PASSWORD, PASSWORD, make_user
+from tests.support.settings import make_settings
+from tests.support.users import ADMIN_PASSWORD, PASSWORD, make_user
 
 
 @asynccontextmanager
@@ -75,7 +75,7 @@ async def test_login_returns_a_refresh_token_and_the_access_token_names_its_sess
     database_url: str, tmp_path: Path
 ) -> None:
     async with serving(database_url, tmp_path) as (client, services):
-        await make_user(services, "ann")
+        await make_user(services.db, "ann")
         body = await sign_in(client, "ann")
         assert set(body) == {
             "access_token",
@@ -109,7 +109,7 @@ async def test_refresh_rotates_within_the_session_and_uses_the_token_up(
         client,
         services,
     ):
-        await make_user(services, "bob")
+        await make_user(services.db, "bob")
         first = await sign_in(client, "bob")
         response = await refresh(client, first["refresh_token"])
         assert response.status_code == 200, response.text
@@ -141,7 +141,7 @@ async def test_a_used_token_within_the_grace_window_gets_the_same_pair_again(
         client,
         services,
     ):
-        await make_user(services, "cat")
+        await make_user(services.db, "cat")
         first = await sign_in(client, "cat")
         # two tabs refresh with the same token at once
         one, two = await asyncio.gather(
@@ -166,7 +166,7 @@ async def test_logout_ends_the_session_of_the_access_token(
     database_url: str, tmp_path: Path
 ) -> None:
     async with serving(database_url, tmp_path) as (client, services):
-        await make_user(services, "dan")
+        await make_user(services.db, "dan")
         kept = await sign_in(client, "dan")
         body = await sign_in(client, "dan")
         response = await client.post("/auth/logout", headers=bearer(body))
@@ -190,8 +190,8 @@ async def test_logout_ends_the_session_of_the_access_token(
 
 async def test_sessions_are_listed_and_ended_one_by_one(database_url: str, tmp_path: Path) -> None:
     async with serving(database_url, tmp_path) as (client, services):
-        await make_user(services, "eva")
-        await make_user(services, "fay")
+        await make_user(services.db, "eva")
+        await make_user(services.db, "fay")
         laptop = await sign_in(client, "eva", **{"User-Agent": "laptop/1.0"})
         phone = await sign_in(client, "eva", **{"User-Agent": "phone/2.0"})
         other = await sign_in(client, "fay")
@@ -255,7 +255,7 @@ async def test_password_change_and_disable_end_every_session(
     database_url: str, tmp_path: Path
 ) -> None:
     async with serving(database_url, tmp_path) as (client, services):
-        await make_user(services, "gus")
+        await make_user(services.db, "gus")
         body = await sign_in(client, "gus")
         await set_password(
             services.db, username="gus", password_hash=await services.passwords.hash("new pass 1")
@@ -278,7 +278,7 @@ async def test_a_refresh_token_expires_unused(database_url: str, tmp_path: Path)
         client,
         services,
     ):
-        await make_user(services, "hal")
+        await make_user(services.db, "hal")
         body = await sign_in(client, "hal")
         assert body["refresh_expires_in"] <= 1
         lister = await sign_in(client, "admin", ADMIN_PASSWORD)
@@ -300,7 +300,7 @@ async def test_a_session_ends_at_its_maximum_age_however_it_is_refreshed(
         client,
         services,
     ):
-        await make_user(services, "ida")
+        await make_user(services.db, "ida")
         started = time.time()
         body = await sign_in(client, "ida")
         assert body["refresh_expires_in"] <= max_seconds

@@ -27,13 +27,13 @@ from orchestrator.auth.users import set_disabled, set_password
 from orchestrator.db.changelog import latest_revision
 from orchestrator.db.migrate import upgrade
 from orchestrator.services import Services
-from tests.conftest import (
+from tests.support.databases import (
     create_postgres_database,
     drop_postgres_database,
-    make_settings,
     require_postgres,
 )
-from tests.factories import PASSWORD, login, make_user
+from tests.support.settings import make_settings
+from tests.support.users import PASSWORD, login, make_user
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -67,7 +67,7 @@ async def shared_app(
         async with application.router.lifespan_context(application):
             services: Services = application.state.services
             for name, role in (("alice", "member"), ("vera", "viewer"), ("walt", "worker")):
-                await make_user(services, name, role)  # type: ignore[arg-type]
+                await make_user(services.db, name, role)  # type: ignore[arg-type]
             yield application
     finally:
         if module_backend == "postgres":
@@ -197,7 +197,7 @@ async def test_token_of_a_disabled_user_gets_401(
     client: httpx.AsyncClient, shared_app: FastAPI
 ) -> None:
     services: Services = shared_app.state.services
-    await make_user(services, "dora")
+    await make_user(services.db, "dora")
     headers = await login(client, "dora")
     assert (await client.get("/api/v1/users/me", headers=headers)).status_code == 200
     await set_disabled(services.db, username="dora", disabled=True)
@@ -208,7 +208,7 @@ async def test_password_change_revokes_earlier_tokens_only(
     client: httpx.AsyncClient, shared_app: FastAPI
 ) -> None:
     services: Services = shared_app.state.services
-    await make_user(services, "pat")
+    await make_user(services.db, "pat")
     old = await login(client, "pat")
     assert (await client.get("/api/v1/users/me", headers=old)).status_code == 200
     new_password = "a brand new password"
@@ -226,7 +226,7 @@ async def test_disable_then_enable_keeps_earlier_tokens_revoked(
     client: httpx.AsyncClient, shared_app: FastAPI
 ) -> None:
     services: Services = shared_app.state.services
-    await make_user(services, "eve")
+    await make_user(services.db, "eve")
     old = await login(client, "eve")
     await set_disabled(services.db, username="eve", disabled=True)
     await set_disabled(services.db, username="eve", disabled=False)
@@ -261,7 +261,7 @@ async def test_role_dependency_gets_403_in_the_envelope(
 
 
 async def test_admin_lists_users_without_hashes(client: httpx.AsyncClient) -> None:
-    from tests.factories import admin_headers
+    from tests.support.users import admin_headers
 
     response = await client.get("/api/v1/users", headers=await admin_headers(client))
     assert response.status_code == 200

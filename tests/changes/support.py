@@ -17,11 +17,12 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from orchestrator.auth.users import Role, create_user
+from orchestrator.auth.users import Role
 from orchestrator.db import Database, open_database
 from orchestrator.db.changelog import record_change
 from orchestrator.representation import canonical_json
 from tests.server import ServerProcess
+from tests.support.users import make_user
 
 SECRET = "realtime-test-secret-" + "k" * 40
 ADMIN_PASSWORD = "realtime-admin-password"
@@ -77,7 +78,7 @@ class Stack:
     async def user(self, username: str, role: Role = "member") -> str:
         """A token for `username` (created on first use)."""
         if username not in self.users:
-            await create_user(self.db, username=username, password_hash="x", role=role)
+            await make_user(self.db, username, role, password=None)
             self.users.add(username)
         return mint_token(username)
 

@@ -18,9 +18,9 @@ from orchestrator.db import Database
 from orchestrator.db.changelog import latest_revision, record_change
 from orchestrator.services import Services
 from tests.changes.support import connected, mint_token, until, ws_connect
-from tests.conftest import make_settings
-from tests.factories import make_user
 from tests.server import ServerProcess, free_port
+from tests.support.settings import make_settings
+from tests.support.users import make_user
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ async def served(app: FastAPI) -> AsyncIterator[ServerProcess]:
 async def test_websocket_gauge_counts_open_connections(
     served: ServerProcess, services: Services
 ) -> None:
-    await make_user(services, "gauge")
+    await make_user(services.db, "gauge")
     gauge = services.metrics.websockets
     async with ws_connect(served, mint_token("gauge")) as ws:
         await connected(ws)

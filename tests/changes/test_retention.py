@@ -12,7 +12,7 @@ from orchestrator.db.changelog import oldest_retained_revision
 from orchestrator.services import Services
 from tests.changes.support import until
 from tests.changes.test_hub import write
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from orchestrator.services import Services
-from tests.jobs.accounts import admin_auth
+from tests.support.users import admin_auth
 
 NOT_REVISIONS = [
     b"9" * 5000,  # more digits than int() converts

@@ -26,8 +26,8 @@ from orchestrator.client import (
 )
 from orchestrator.db.migrate import upgrade
 from orchestrator.services import Services
-from tests.conftest import make_settings
-from tests.factories import ADMIN_PASSWORD, PASSWORD, make_user
+from tests.support.settings import make_settings
+from tests.support.users import ADMIN_PASSWORD, PASSWORD, make_user
 
 # The same operation under a second path: the SDK calls the first.
 ALIASES = {
@@ -251,7 +251,7 @@ async def test_refusals_are_typed_and_carry_retry_after(database_url: str, tmp_p
     application = create_app(settings)
     async with application.router.lifespan_context(application), _sdk(application) as sdk:
         services: Services = application.state.services
-        await make_user(services, "viewer", "viewer")
+        await make_user(services.db, "viewer", "viewer")
         await sdk.login("viewer", PASSWORD)
         with pytest.raises(PermissionDeniedError):
             await sdk.claim(["q"])
@@ -268,7 +268,7 @@ async def test_an_api_key_stands_for_its_user_without_a_login(
     app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     services: Services = app.state.services
-    await make_user(services, "robot", "worker")
+    await make_user(services.db, "robot", "worker")
     robot = await get_user(services.db, username="robot")
     assert robot is not None
     _key, secret = await create_api_key(

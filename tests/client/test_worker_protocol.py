@@ -17,8 +17,8 @@ from fastapi import FastAPI
 from orchestrator.app import create_app
 from orchestrator.client import AsyncClient, Worker
 from orchestrator.db.migrate import upgrade
-from tests.conftest import make_settings
-from tests.factories import ADMIN_PASSWORD
+from tests.support.settings import make_settings
+from tests.support.users import ADMIN_PASSWORD
 
 
 class _Counted(httpx.AsyncBaseTransport):

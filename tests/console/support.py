@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 from playwright.sync_api import Locator, Page, expect
 
-from orchestrator.auth.passwords import Passwords
-from orchestrator.auth.users import Role, create_user
+from orchestrator.auth.users import Role
 from orchestrator.db import open_database
 from tests.server import ServerProcess
+from tests.support.users import make_user as store_user
 
 ADMIN_PASSWORD = "console-admin-password"
 PASSWORD = "console user password"
@@ -57,8 +57,7 @@ def make_user(server: ServerProcess, username: str, role: Role = "member") -> st
     async def create() -> None:
         db = open_database(sqlite_url(Path(server.env["ORCH_DATA_DIR"])), timeout=5)
         try:
-            password_hash = await Passwords().hash(PASSWORD)
-            await create_user(db, username=username, password_hash=password_hash, role=role)
+            await store_user(db, username, role, password=PASSWORD)
         finally:
             await db.close()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from orchestrator.console.routes import STATIC
-from tests.apps import client_for, running_app
+from tests.support.apps import client_for, running_app
 
 CONSOLE_CSP = {
     "default-src": "'self'",

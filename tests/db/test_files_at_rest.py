@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.app import create_app
-from orchestrator.auth.users import create_user
 from orchestrator.services import Services
 from tests.cli_runner import run_cli
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
+from tests.support.users import make_user
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ async def test_a_first_start_keeps_its_files_private(
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         services: Services = app.state.services
-        await create_user(services.db, username="alice", password_hash="x", role="member")
+        await make_user(services.db, "alice", password=None)
         assert mode(data) == 0o700
         assert mode(data / "secret_key") == 0o600
         assert mode(data / "admin_password") == 0o600

@@ -17,7 +17,7 @@ from orchestrator.auth.users import create_user, get_user, list_users
 from orchestrator.db import open_database
 from orchestrator.db.database import CHECKPOINT_EVERY_COMMITS, SqliteDatabase
 from orchestrator.services import Services
-from tests.factories import ADMIN_PASSWORD
+from tests.support.users import ADMIN_PASSWORD
 
 FAKE_HASH = "$argon2id$v=19$m=65536,t=3,p=4$not-a-real-hash"
 

@@ -15,9 +15,13 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from orchestrator.db.migrate import upgrade
-from tests.conftest import create_postgres_database, drop_postgres_database, require_postgres
 from tests.deploy.proxies import ProxyProcess, haproxy, nginx
 from tests.server import ServerProcess
+from tests.support.databases import (
+    create_postgres_database,
+    drop_postgres_database,
+    require_postgres,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.apps import client_for, running_app
+from tests.support.apps import client_for, running_app
 
 BEHIND_PROXY = {
     "rate_limit_enabled": True,

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from orchestrator.config import Settings
-from tests.apps import client_for, running_app
+from tests.support.apps import client_for, running_app
 
 ALLOWED = "https://console.example"
 PREFLIGHT = {

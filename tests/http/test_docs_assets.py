@@ -6,7 +6,7 @@ import gzip
 from pathlib import Path
 
 from orchestrator.http.static import accepts_gzip
-from tests.apps import client_for, running_app
+from tests.support.apps import client_for, running_app
 
 
 async def test_docs_pages_load_only_assets_the_service_serves(tmp_path: Path) -> None:

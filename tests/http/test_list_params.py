@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.db.migrate import upgrade
 from orchestrator.services import Services
-from tests.jobs.accounts import admin_auth
+from tests.support.users import admin_auth
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from orchestrator.app import create_app
 from orchestrator.auth.deps import WorkerRole
 from orchestrator.config import Settings
 from orchestrator.http.rate_limit import RoutePolicies
-from tests.apps import client_for, running_app, services_of
-from tests.conftest import make_settings
-from tests.factories import ADMIN_PASSWORD
+from tests.support.apps import client_for, running_app, services_of
+from tests.support.settings import make_settings
+from tests.support.users import ADMIN_PASSWORD
 
 LIMITED = {"rate_limit_enabled": True}
 

@@ -18,10 +18,10 @@ from structlog.testing import capture_logs
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.apps import client_for, running_app
-from tests.conftest import REDIS_URL, REQUIRE_SERVICES
 from tests.netproxy import NetProxy
 from tests.server import ServerProcess, free_port
+from tests.support.apps import client_for, running_app
+from tests.support.databases import REDIS_URL, REQUIRE_SERVICES
 
 pytestmark = pytest.mark.redis
 # generous: a loaded CI machine can take a while to start a server (migrations, argon2 warm-up)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.apps import client_for, running_app
+from tests.support.apps import client_for, running_app
 
 UNSAFE: list[bytes] = [
     b"x" * 129,

@@ -6,7 +6,7 @@ import httpx
 from starlette.responses import Response
 
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
-from tests.apps import client_for, running_app
+from tests.support.apps import client_for, running_app
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 

@@ -1,20 +1,5 @@
-"""Users for jobs/tasks tests without argon2: tokens issued directly (login has its own tests)."""
+"""Moved to `tests.support.users`; kept while other branches still import from here."""
 
-from __future__ import annotations
+from tests.support.users import account, admin_auth, bearer
 
-from orchestrator.auth.users import Role, create_user
-from orchestrator.services import Services
-
-
-def bearer(services: Services, username: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {services.tokens.issue(username)}"}
-
-
-async def account(services: Services, username: str, role: Role = "member") -> dict[str, str]:
-    """A new user of `role` and its Authorization header (the password is never used)."""
-    await create_user(services.db, username=username, role=role, password_hash="unused")
-    return bearer(services, username)
-
-
-def admin_auth(services: Services) -> dict[str, str]:
-    return bearer(services, "admin")
+__all__ = ["account", "admin_auth", "bearer"]

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from orchestrator.services import Services
-from tests.jobs.accounts import account, admin_auth
+from tests.support.users import account, admin_auth
 
 TARGETS = [
     ("/api/v1/jobs", "/api/v1/jobs", "jobs"),

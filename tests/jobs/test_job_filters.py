@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from orchestrator.services import Services
-from tests.jobs.accounts import account, admin_auth
+from tests.support.users import account, admin_auth
 
 
 async def _create(

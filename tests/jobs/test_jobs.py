@@ -10,7 +10,7 @@ import uuid
 import httpx
 
 from orchestrator.services import Services
-from tests.jobs.accounts import account, admin_auth
+from tests.support.users import account, admin_auth
 
 
 def _etag(response: httpx.Response) -> str:

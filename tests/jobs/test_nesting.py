@@ -8,7 +8,7 @@ import httpx
 import orjson
 
 from orchestrator.services import Services
-from tests.jobs.accounts import account, admin_auth
+from tests.support.users import account, admin_auth
 
 LIMIT = 64  # the documented bound on nesting
 JSON = {"Content-Type": "application/json"}

@@ -13,8 +13,8 @@ from orchestrator.db import Database
 from orchestrator.db.changelog import changes_after, latest_revision
 from orchestrator.jobs.retention import job_retention, prune_finished_jobs
 from orchestrator.services import Services
-from tests.apps import client_for, running_app, services_of
-from tests.jobs.accounts import admin_auth
+from tests.support.apps import client_for, running_app, services_of
+from tests.support.users import admin_auth
 
 JOBS = "/api/v1/jobs"
 

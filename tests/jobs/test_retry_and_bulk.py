@@ -9,7 +9,7 @@ import httpx
 
 from orchestrator.db.changelog import changes_after, latest_revision
 from orchestrator.services import Services
-from tests.jobs.accounts import account, admin_auth
+from tests.support.users import account, admin_auth
 
 JOBS = "/api/v1/jobs"
 

@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.apps import client_for, running_app, services_of
-from tests.jobs.accounts import admin_auth
+from tests.support.apps import client_for, running_app, services_of
+from tests.support.users import admin_auth
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

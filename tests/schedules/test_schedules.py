@@ -14,7 +14,7 @@ import pytest
 from orchestrator.db.changelog import changes_after, latest_revision
 from orchestrator.schedules.queries import fire_due
 from orchestrator.services import Services
-from tests.jobs.accounts import account, admin_auth
+from tests.support.users import account, admin_auth
 
 SCHEDULES = "/api/v1/schedules"
 

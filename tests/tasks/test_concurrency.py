@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from orchestrator.services import Services
-from tests.jobs.accounts import admin_auth
+from tests.support.users import admin_auth
 
 
 async def test_50_concurrent_patches_with_one_if_match_exactly_one_wins(

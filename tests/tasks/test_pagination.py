@@ -8,7 +8,7 @@ import re
 import httpx
 
 from orchestrator.services import Services
-from tests.jobs.accounts import admin_auth
+from tests.support.users import admin_auth
 
 LIST = "/api/v1/collab/state/tasks"
 

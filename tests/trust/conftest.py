@@ -11,12 +11,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.conftest import (
+from tests.server import ServerProcess
+from tests.support.databases import (
     create_postgres_database,
     drop_postgres_database,
     require_postgres,
 )
-from tests.server import ServerProcess
 from tests.trust.live import admin_token, start_server
 
 

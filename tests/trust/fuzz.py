@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.factories import ADMIN_PASSWORD
+from tests.support.users import ADMIN_PASSWORD
 
 # The change stream never ends by design (the real-time tests cover it); the login alias is
 # the same handler as /auth/login, and each login costs an argon2 hash.

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.factories import ADMIN_PASSWORD
 from tests.server import ServerProcess
+from tests.support.users import ADMIN_PASSWORD
 
 SECRET = "trust-test-secret-key-" + "x" * 32
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from orchestrator.faults import NO_FAULTS, Faults, faults_for
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 async def test_every_operation_documents_its_errors_in_the_envelope(

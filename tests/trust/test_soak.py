@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from bench.soak import Subscriber, check
 
-from tests.conftest import (
+from tests.support.databases import (
     create_postgres_database,
     drop_postgres_database,
     require_postgres,

@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.db.changelog import changes_after, latest_revision
 from orchestrator.services import Services
-from tests.factories import admin_headers, user_headers
+from tests.support.users import admin_headers, user_headers
 from tests.workers.factories import insert_jobs
 from tests.workers.test_leases import Headers, forged, job_row
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 
 from orchestrator.app import create_app
-from tests.conftest import make_settings
-from tests.factories import user_headers
+from tests.support.settings import make_settings
+from tests.support.users import user_headers
 
 
 async def test_a_long_wait_is_shortened_to_the_configured_cap(

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from orchestrator.services import Services
-from tests.factories import admin_headers, user_headers
+from tests.support.users import admin_headers, user_headers
 from tests.workers.factories import insert_jobs
 from tests.workers.test_leases import Headers, claimed, held, job_row
 

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.db.changelog import changes_after
 from orchestrator.services import Services
-from tests.factories import admin_headers, user_headers
+from tests.support.users import admin_headers, user_headers
 from tests.workers.factories import insert_jobs
 
 Headers = dict[str, str]

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from orchestrator.services import Services
-from tests.factories import user_headers
+from tests.support.users import user_headers
 from tests.workers.factories import insert_jobs
 from tests.workers.test_leases import Headers, claim
 

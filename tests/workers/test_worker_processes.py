@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from orchestrator.db import Database, open_database
-from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.server import ServerProcess
+from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.workers.factories import insert_jobs
 from tests.workers.processes import WorkerProcess
 
