@@ -121,6 +121,8 @@ def test_cancel_one_job_and_several_at_once(page: Page, server: ServerProcess) -
     with api_client(server, username, PASSWORD) as mine:
         single = create_job(mine, "Single job", queue)
         batch = [create_job(mine, f"Batch job {n}", queue) for n in range(3)]
+    with admin_client(server) as other:
+        theirs = create_job(other, "Not my job", queue)
     sign_in(page, username)
 
     page.goto(f"/console#/jobs/{single['id']}")
@@ -135,11 +137,105 @@ def test_cancel_one_job_and_several_at_once(page: Page, server: ServerProcess) -
     page.get_by_role("button", name="Cancel selected").click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("Cancel 2 jobs?")
-    dialog.get_by_role("button", name="Cancel 2 jobs").click()
+    with page.expect_request(lambda r: r.url.endswith("/api/v1/jobs/bulk")) as sent:
+        dialog.get_by_role("button", name="Cancel 2 jobs").click()
+    assert sent.value.method == "POST"
+    assert sent.value.post_data_json == {"action": "cancel", "ids": [j["id"] for j in batch[:2]]}
     for job in batch[:2]:
         expect(row_of(page, job["name"])).to_contain_text("cancelled")
     expect(row_of(page, batch[2]["name"])).to_contain_text("pending")
     expect(page.get_by_text("Cancelled 2 jobs.")).to_be_visible()
+
+    # A member's selection may hold another's job: the server leaves it, the page says so.
+    page.get_by_label(f"Select {batch[2]['name']}").check()
+    page.get_by_label("Select Not my job").check()
+    page.get_by_role("button", name="Cancel selected").click()
+    page.get_by_role("dialog").get_by_role("button", name="Cancel 2 jobs").click()
+    expect(page.get_by_text("Cancelled 1 of 2 selected jobs")).to_be_visible()
+    expect(row_of(page, batch[2]["name"])).to_contain_text("cancelled")
+    expect(row_of(page, "Not my job")).to_contain_text("pending")
+    with admin_client(server) as other:
+        assert other.get(f"/api/v1/jobs/{theirs['id']}").json()["status"] == "pending"
+
+
+def test_retry_and_delete_a_job_and_a_selection(page: Page, server: ServerProcess) -> None:
+    username = unique("retrier")
+    make_user(server, username, "member")
+    queue = unique("retry")
+    with api_client(server, username, PASSWORD) as mine:
+        failed = create_job(mine, "Flaky job", queue)
+        doomed = [create_job(mine, f"Doomed job {n}", queue) for n in range(2)]
+        kept = create_job(mine, "Kept job", queue)
+        for job in (failed, *doomed):
+            assert mine.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 200
+    sign_in(page, username)
+
+    page.goto(f"/console#/jobs/{failed['id']}")
+    details = page.get_by_role("region", name="Details")
+    expect(details).to_contain_text("cancelled")
+    with page.expect_request(lambda r: r.url.endswith(f"/jobs/{failed['id']}/retry")) as sent:
+        page.get_by_role("button", name="Retry", exact=True).click()
+    assert sent.value.method == "POST"
+    expect(details).to_contain_text("pending")
+    expect(page.get_by_role("button", name="Retry", exact=True)).to_be_disabled()
+
+    page.get_by_role("button", name="Delete", exact=True).click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Delete this job?")
+    dialog.get_by_role("button", name="Delete the job").click()
+    expect(page.get_by_role("heading", name="Jobs", level=1)).to_be_visible()
+    with api_client(server, username, PASSWORD) as mine:
+        assert mine.get(f"/api/v1/jobs/{failed['id']}").status_code == 404
+
+    page.goto(f"/console#/jobs?queue={queue}")
+    expect(row_of(page, kept["name"])).to_have_count(1)
+    for job in doomed:
+        page.get_by_label(f"Select {job['name']}").check()
+    page.get_by_role("button", name="Retry selected").click()
+    page.get_by_role("dialog").get_by_role("button", name="Retry 2 jobs").click()
+    expect(page.get_by_text("Retried 2 jobs.")).to_be_visible()
+    for job in doomed:
+        expect(row_of(page, job["name"])).to_contain_text("pending")
+        page.get_by_label(f"Select {job['name']}").check()
+    page.get_by_role("button", name="Delete selected").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("This touches 2 jobs")
+    dialog.get_by_role("button", name="Delete 2 jobs").click()
+    for job in doomed:
+        expect(row_of(page, job["name"])).to_have_count(0)
+    expect(row_of(page, kept["name"])).to_have_count(1)
+
+
+def test_filters_by_status_queue_and_search(page: Page, server: ServerProcess) -> None:
+    username = unique("filterer")
+    make_user(server, username, "member")
+    queue = unique("filter")
+    with api_client(server, username, PASSWORD) as mine:
+        create_job(mine, "Invoice March", queue)
+        create_job(mine, "Invoice April", queue)
+        gone = create_job(mine, "Report April", queue)
+        create_job(mine, "Invoice elsewhere", unique("other"))
+        assert mine.post(f"/api/v1/jobs/{gone['id']}/cancel").status_code == 200
+    sign_in(page, username)
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    page.get_by_label("Queue").fill(queue)
+    for name in ("Invoice March", "Invoice April", "Report April"):
+        expect(row_of(page, name)).to_have_count(1)
+    expect(row_of(page, "Invoice elsewhere")).to_have_count(0)
+
+    page.get_by_label("Search").fill("invoice")
+    expect(row_of(page, "Report April")).to_have_count(0)
+    expect(row_of(page, "Invoice March")).to_have_count(1)
+    expect(row_of(page, "Invoice April")).to_have_count(1)
+
+    page.get_by_label("Search").fill("")
+    page.get_by_label("Status").select_option("cancelled")
+    expect(row_of(page, "Report April")).to_have_count(1)
+    expect(row_of(page, "Invoice March")).to_have_count(0)
+    assert "status=cancelled" in page.url
+    options = page.get_by_label("Status").locator("option").all_inner_texts()
+    assert options[0] == "Any status"
+    assert {"pending", "running", "succeeded", "failed", "cancelled"} <= set(options)
 
 
 def test_a_task_edit_that_loses_a_race_shows_both_versions(

@@ -14,6 +14,7 @@ from tests.console.support import (
     admin_client,
     console_server,
     create_job,
+    live,
     row_of,
     sign_in,
     unique,
@@ -109,3 +110,25 @@ def test_the_indicator_asks_for_a_reload_when_the_server_serves_another_console(
     page.unroute("**/console/version.json")
     page.get_by_role("button", name="Reload").click()
     expect(status).to_contain_text("Live")
+
+
+def test_an_expired_session_sends_the_person_back_to_sign_in_with_a_message(
+    browser: Browser, tmp_path: Path
+) -> None:
+    # Every session ends 8.6 s after sign-in, however it is used.
+    with (
+        console_server(tmp_path, ORCH_SESSION_MAX_DAYS="0.0001") as server,
+        visit(browser, server.url) as seen,
+    ):
+        page = seen.new_page()
+        sign_in(page, "admin", ADMIN_PASSWORD)
+        live(page)
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("alert")).to_contain_text("Your session has ended")
+        expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+        page.get_by_label("Username").fill("admin")
+        page.get_by_label("Password").fill(ADMIN_PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        live(page)
+        assert seen.off_origin == []
+        assert seen.errors == []

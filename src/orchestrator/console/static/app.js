@@ -9,6 +9,7 @@ import { jobsView } from "./jobs.js";
 import { jobView } from "./job.js";
 import { tasksView } from "./tasks.js";
 import { adminView } from "./admin.js";
+import { Statuses } from "./statuses.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -31,6 +32,7 @@ const app = {
   user: null,
   feed: null,
   history: new Map(),
+  statuses: new Statuses(),
   view: null,
   navigate(hash) {
     if (location.hash === hash) route();
@@ -40,6 +42,7 @@ const app = {
 
 function remember(change) {
   if (change.collection !== "jobs") return;
+  if (change.data) app.statuses.note(change.data.status);
   let entries = app.history.get(change.id);
   if (!entries) {
     if (app.history.size >= HISTORY_JOBS) app.history.delete(app.history.keys().next().value);
@@ -116,6 +119,7 @@ function signedOut(message) {
   app.feed = null;
   app.user = null;
   app.history.clear();
+  app.statuses = new Statuses();
   showLive("off");
   who.textContent = "";
   nav.hidden = true;

@@ -5,7 +5,6 @@ import { confirmDialog, h, statusBadge, uid, when } from "./dom.js";
 import { newer } from "./live.js";
 
 export const PAGE_SIZE = 50;
-export const STATUSES = ["pending", "running", "succeeded", "failed", "cancelled"];
 const REFRESH_DELAY_MS = 400;
 const FLASH = [{ backgroundColor: "#fef9c3" }, { backgroundColor: "rgba(254, 249, 195, 0)" }];
 const calm = matchMedia("(prefers-reduced-motion: reduce)");
@@ -23,25 +22,33 @@ function compare(a, b) {
   return a.id > b.id ? 1 : -1;
 }
 
-/** Cancels each job; resolves to {changed, failures}. */
-export async function cancelJobs(ids) {
-  const failures = [];
-  let changed = 0;
-  const queue = [...ids];
-  async function worker() {
-    while (queue.length) {
-      const id = queue.shift();
-      try {
-        await api("POST", `/api/v1/jobs/${id}/cancel`);
-        changed += 1;
-      } catch (error) {
-        failures.push({ id, message: error.message });
-      }
-    }
-  }
-  await Promise.all([worker(), worker(), worker(), worker()]);
-  return { changed, failures };
+/** One action on many jobs at once (POST /api/v1/jobs/bulk); resolves to {matched, changed}. */
+export async function bulkAction(action, ids) {
+  const { data } = await api("POST", "/api/v1/jobs/bulk", { body: { action, ids } });
+  return data;
 }
+
+// What each action on a selection says: the confirmation, and the outcome.
+const BULK = {
+  cancel: {
+    button: "Cancel selected",
+    verb: "Cancel",
+    done: "Cancelled",
+    explain: "pending ones are cancelled at once, running ones are asked to stop; finished ones cannot be cancelled.",
+  },
+  retry: {
+    button: "Retry selected",
+    verb: "Retry",
+    done: "Retried",
+    explain: "failed and cancelled ones become pending again with their attempts reset; others are left as they are.",
+  },
+  delete: {
+    button: "Delete selected",
+    verb: "Delete",
+    done: "Deleted",
+    explain: "they are deleted for everyone, whatever their status. This cannot be undone.",
+  },
+};
 
 export function jobsView(main, app) {
   const filters = filtersFrom(location.hash);
@@ -60,8 +67,16 @@ export function jobsView(main, app) {
   const mayCancel = can(app.user, "cancel-job");
 
   // ---- filters
-  const statusSelect = h("select", { id: uid("status"), name: "status" }, h("option", { value: "" }, "Any status"), STATUSES.map((s) => h("option", { value: s }, s)));
-  statusSelect.value = filters.status;
+  const statusSelect = h("select", { id: uid("status"), name: "status" });
+  function statusOptions() {
+    const chosen = statusSelect.value || filters.status;
+    const shown = app.statuses.list();
+    // A status named in the address but unknown here is still offered: the API judges it.
+    if (chosen && !shown.includes(chosen)) shown.push(chosen);
+    statusSelect.replaceChildren(h("option", { value: "" }, "Any status"), ...shown.map((st) => h("option", { value: st }, st)));
+    statusSelect.value = chosen;
+  }
+  statusOptions();
   const queueInput = h("input", { id: uid("queue"), name: "queue", value: filters.queue, autocomplete: "off", spellcheck: "false" });
   const searchInput = h("input", { id: uid("search"), name: "search", type: "search", value: filters.search, autocomplete: "off" });
   const filterError = h("p", { class: "form-error", "aria-live": "polite" });
@@ -76,7 +91,9 @@ export function jobsView(main, app) {
   // ---- selection and actions
   const notice = h("p", { class: "notice", "aria-live": "polite" });
   const selectionCount = h("span", { class: "muted" }, "No job selected");
-  const cancelSelected = h("button", { type: "button", class: "danger", disabled: true }, "Cancel selected");
+  const bulkButtons = Object.fromEntries(
+    Object.entries(BULK).map(([action, words]) => [action, h("button", { type: "button", class: action === "retry" ? "secondary" : "danger", disabled: true }, words.button)]),
+  );
   const selectAll = h("input", { type: "checkbox", "aria-label": "Select all jobs on this page", disabled: !mayCancel });
 
   // ---- table
@@ -113,7 +130,7 @@ export function jobsView(main, app) {
     h("h1", {}, "Jobs"),
     filterForm,
     filterError,
-    h("div", { class: "actions" }, cancelSelected, selectionCount),
+    h("div", { class: "actions" }, Object.values(bulkButtons), selectionCount),
     notice,
     h("div", { class: "table-wrap", role: "region", "aria-label": "Jobs table", tabindex: "0" }, table),
     h("div", { class: "pager" }, newer_, older, pageLabel),
@@ -166,6 +183,7 @@ export function jobsView(main, app) {
   }
 
   function fill(row, job) {
+    app.statuses.note(job.status);
     const before = row.job;
     row.job = job;
     const { cells } = row;
@@ -226,7 +244,7 @@ export function jobsView(main, app) {
   function showSelection() {
     const n = selected.size;
     selectionCount.textContent = n === 0 ? "No job selected" : `${n} job${n === 1 ? "" : "s"} selected`;
-    cancelSelected.disabled = !mayCancel || n === 0;
+    for (const button of Object.values(bulkButtons)) button.disabled = !mayCancel || n === 0;
     const visible = [...rows.values()];
     selectAll.checked = visible.length > 0 && visible.every((row) => selected.has(row.job.id));
   }
@@ -392,34 +410,49 @@ export function jobsView(main, app) {
     newer_.disabled ? older.focus() : newer_.focus();
   });
 
-  cancelSelected.addEventListener("click", async () => {
+  async function actOnSelection(action) {
+    const words = BULK[action];
+    const button = bulkButtons[action];
     const ids = [...selected.keys()];
     const n = ids.length;
     if (!n) return;
     const plural = n === 1 ? "job" : "jobs";
     const ok = await confirmDialog({
-      title: `Cancel ${n} ${plural}?`,
-      text: `This touches ${n} ${plural}: pending ones are cancelled at once, running ones are asked to stop; finished ones cannot be cancelled.`,
-      confirm: `Cancel ${n} ${plural}`,
+      title: `${words.verb} ${n} ${plural}?`,
+      text: `This touches ${n} ${plural}: ${words.explain}`,
+      confirm: `${words.verb} ${n} ${plural}`,
       back: "Go back",
     });
     if (!ok) {
-      cancelSelected.focus();
+      button.focus();
       return;
     }
-    cancelSelected.disabled = true;
-    const { changed, failures } = await cancelJobs(ids);
-    for (const id of ids) if (!failures.some((f) => f.id === id)) selected.delete(id);
-    for (const row of rows.values()) row.box.checked = selected.has(row.job.id);
-    notice.textContent = failures.length
-      ? `Cancelled ${changed} of ${n} ${plural}. Not cancelled: ${failures.map((f) => `${f.message}`).join("; ")}`
-      : `Cancelled ${changed} ${changed === 1 ? "job" : "jobs"}.`;
+    button.disabled = true;
+    notice.textContent = "";
+    try {
+      const { changed } = await bulkAction(action, ids);
+      for (const id of ids) selected.delete(id);
+      for (const row of rows.values()) row.box.checked = false;
+      notice.textContent =
+        changed === n
+          ? `${words.done} ${n} ${plural}.`
+          : `${words.done} ${changed} of ${n} selected ${plural}; the others are not yours to change or their status does not allow it.`;
+    } catch (error) {
+      notice.textContent = `Nothing was changed: ${error.message}`;
+    }
     showSelection();
-    cancelSelected.focus();
-  });
+    button.disabled ? selectAll.focus() : button.focus();
+  }
+  for (const action of Object.keys(BULK)) bulkButtons[action].addEventListener("click", () => actOnSelection(action));
+
+  function onStatusAdded() {
+    statusOptions();
+  }
 
   app.feed.addEventListener("change", onChange);
   app.feed.addEventListener("resync", onResync);
+  app.statuses.addEventListener("added", onStatusAdded);
+  app.statuses.learn();
   document.title = "Jobs — Orchestrator console";
   load();
 
@@ -431,6 +464,7 @@ export function jobsView(main, app) {
       if (frame) cancelAnimationFrame(frame);
       app.feed.removeEventListener("change", onChange);
       app.feed.removeEventListener("resync", onResync);
+      app.statuses.removeEventListener("added", onStatusAdded);
     },
   };
 }

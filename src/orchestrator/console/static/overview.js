@@ -3,15 +3,22 @@
 
 import { api, query } from "./api.js";
 import { age, h, s } from "./dom.js";
-import { STATUSES } from "./jobs.js";
 
 const MINUTES = 15;
 const RUNNING_LIMIT = 200;
 const FINISHED_SAMPLE = 500;
 
+/** "paused" or "active", and the queue's global cap on running jobs when it has one. */
+function queueState(queue) {
+  const state = queue.paused ? h("span", { class: "status status-paused" }, "paused") : h("span", { class: "status status-active" }, "active");
+  const limit = typeof queue.max_running === "number" ? ` at most ${queue.max_running} running` : "";
+  return [state, limit];
+}
+
 export function overviewView(main, app) {
   const notice = h("p", { class: "notice", "aria-live": "polite" });
   const totals = h("ul", { class: "cards", "aria-label": "Jobs by status" });
+  const queuesHead = h("thead");
   const queuesBody = h("tbody");
   const queuesNote = h("p", { class: "muted" });
   const runningBody = h("tbody");
@@ -29,16 +36,7 @@ export function overviewView(main, app) {
       h(
         "div",
         { class: "table-wrap", role: "region", "aria-label": "Queues table", tabindex: "0" },
-        h(
-          "table",
-          {},
-          h(
-            "thead",
-            {},
-            h("tr", {}, h("th", { scope: "col" }, "Queue"), ...STATUSES.map((st) => h("th", { scope: "col", class: "num" }, st)), h("th", { scope: "col" }, "Oldest pending")),
-          ),
-          queuesBody,
-        ),
+        h("table", {}, queuesHead, queuesBody),
       ),
     ),
     h(
@@ -67,7 +65,7 @@ export function overviewView(main, app) {
   let redraw = 0;
 
   function renderTotals() {
-    const counts = Object.fromEntries(STATUSES.map((st) => [st, 0]));
+    const counts = Object.fromEntries(app.statuses.list().map((st) => [st, 0]));
     if (queues) {
       for (const queue of queues) for (const [st, n] of Object.entries(queue.counts || {})) counts[st] = (counts[st] || 0) + n;
     } else {
@@ -90,17 +88,31 @@ export function overviewView(main, app) {
     }
     if (!queues) return;
     queuesNote.textContent = "";
+    const statuses = app.statuses.list();
+    queuesHead.replaceChildren(
+      h(
+        "tr",
+        {},
+        h("th", { scope: "col" }, "Queue"),
+        h("th", { scope: "col" }, "State"),
+        ...statuses.map((st) => h("th", { scope: "col", class: "num" }, st)),
+        h("th", { scope: "col", class: "num" }, "Scheduled"),
+        h("th", { scope: "col" }, "Oldest pending"),
+      ),
+    );
     if (!queues.length) {
-      queuesBody.replaceChildren(h("tr", {}, h("td", { colspan: String(STATUSES.length + 2), class: "muted" }, "No queue has jobs yet.")));
+      queuesBody.replaceChildren(h("tr", {}, h("td", { colspan: String(statuses.length + 4), class: "muted" }, "No queue has jobs yet.")));
       return;
     }
     queuesBody.replaceChildren(
       ...queues.map((queue) =>
         h(
           "tr",
-          {},
-          h("th", { scope: "row" }, h("a", { href: `#/jobs${query({ queue: queue.name })}` }, queue.name), queue.paused ? " (paused)" : ""),
-          ...STATUSES.map((st) => h("td", { class: "num" }, String((queue.counts || {})[st] ?? 0))),
+          { "data-queue": queue.name },
+          h("th", { scope: "row" }, h("a", { href: `#/jobs${query({ queue: queue.name })}` }, queue.name)),
+          h("td", {}, queueState(queue)),
+          ...statuses.map((st) => h("td", { class: "num" }, ((queue.counts || {})[st] ?? 0).toLocaleString())),
+          h("td", { class: "num" }, typeof queue.scheduled === "number" ? queue.scheduled.toLocaleString() : "—"),
           h("td", {}, queue.oldest_pending_at ? `${age(queue.oldest_pending_at)} ago` : "—"),
         ),
       ),
@@ -188,6 +200,7 @@ export function overviewView(main, app) {
     try {
       const { data } = await api("GET", "/api/v1/queues");
       queues = data.items;
+      app.statuses.noteQueues(queues);
       queuesAvailable = true;
     } catch (error) {
       if (error.status === 404) queuesAvailable = false;
