@@ -90,7 +90,8 @@ def test_jobs_table_follows_another_clients_job_live(page: Page, server: ServerP
     queue = unique("live")
     sign_in(page, username)
     page.get_by_role("link", name="Jobs", exact=True).click()
-    page.get_by_label("Queue").fill(queue)
+    expect(page.get_by_role("heading", name="Jobs", level=1)).to_be_visible()
+    page.get_by_label("Queue", exact=True).fill(queue)
     live(page)
     table = page.get_by_role("table")
     for header in ("Title", "Queue", "Status", "Attempts"):
@@ -218,7 +219,8 @@ def test_filters_by_status_queue_and_search(page: Page, server: ServerProcess) -
         assert mine.post(f"/api/v1/jobs/{gone['id']}/cancel").status_code == 200
     sign_in(page, username)
     page.get_by_role("link", name="Jobs", exact=True).click()
-    page.get_by_label("Queue").fill(queue)
+    expect(page.get_by_role("heading", name="Jobs", level=1)).to_be_visible()
+    page.get_by_label("Queue", exact=True).fill(queue)
     for name in ("Invoice March", "Invoice April", "Report April"):
         expect(row_of(page, name)).to_have_count(1)
     expect(row_of(page, "Invoice elsewhere")).to_have_count(0)
