@@ -190,3 +190,31 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
         "orchestrator.app (app)",
         "orchestrator.changes.hub (routes)",
     ]
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def imports_of_tests(path: Path) -> list[str]:
+    """Each import, in the file at `path`, of a conftest or a test module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        leaves = {name.split(".")[-1] for name in names if name.split(".")[0] == "tests"}
+        if any(leaf == "conftest" or leaf.startswith("test_") for leaf in leaves):
+            found.append(f"{path.relative_to(TESTS.parent)}:{node.lineno}")
+    return found
+
+
+def test_tests_take_their_helpers_from_support_modules() -> None:
+    """Helpers live in `tests/support/` (or a package's own support module); a conftest only
+    declares fixtures and a test module only tests, so neither is imported."""
+    roots = (TESTS, TESTS.parent / "bench")
+    paths = [path for root in roots for path in root.rglob("*.py")]
+    found = [line for path in paths for line in imports_of_tests(path)]
+    assert not found, "imports of a conftest or a test module:\n" + "\n".join(found)

@@ -97,15 +97,20 @@ class Stack:
 
     async def write_task(self, title: str) -> int:
         """Commit a real task change (as a write route would); returns its revision."""
-        body = {"id": str(uuid.uuid4()), "title": title}
-        async with self.db.transaction() as tx:
-            return await record_change(
-                tx,
-                collection="tasks",
-                op="create",
-                resource_id=body["id"],
-                data=canonical_json(body),
-            )
+        return await write_task(self.db, title)
+
+
+async def write_task(db: Database, title: str) -> int:
+    """Commit a real task change (as a write route would); returns its revision."""
+    body = {"id": str(uuid.uuid4()), "title": title}
+    async with db.transaction() as tx:
+        return await record_change(
+            tx,
+            collection="tasks",
+            op="create",
+            resource_id=body["id"],
+            data=canonical_json(body),
+        )
 
 
 @asynccontextmanager
@@ -225,3 +230,25 @@ async def collect_changes(
             changes.append(body)
             if body["revision"] >= until_revision:
                 return changes
+
+
+async def first_events(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], count: int
+) -> list[dict[str, str]]:
+    """The stream's first `count` events with data (each as its fields), then disconnect."""
+    events: list[dict[str, str]] = []
+    async with client.stream("GET", url, headers=headers) as response:
+        assert response.status_code == 200
+        current: dict[str, str] = {}
+        async for line in response.aiter_lines():
+            if line:
+                if not line.startswith(":"):
+                    name, _, value = line.partition(": ")
+                    current[name] = value
+                continue
+            if "data" in current:
+                events.append(current)
+                if len(events) == count:
+                    return events
+            current = {}
+    raise AssertionError(f"the stream ended after {events}")

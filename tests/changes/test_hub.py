@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,10 +13,9 @@ from fastapi import FastAPI
 
 from orchestrator.changes.hub import Outbox, Subscriber
 from orchestrator.config import Settings
-from orchestrator.db import Database
-from orchestrator.db.changelog import latest_revision, record_change
+from orchestrator.db.changelog import latest_revision
 from orchestrator.services import Services
-from tests.changes.support import connected, mint_token, until, ws_connect
+from tests.changes.support import connected, mint_token, until, write_task, ws_connect
 from tests.server import ServerProcess, free_port
 from tests.support.settings import make_settings
 from tests.support.users import make_user
@@ -32,25 +30,13 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     )
 
 
-async def write(db: Database, title: str) -> int:
-    body = orjson.dumps({"id": str(uuid.uuid4()), "title": title})
-    async with db.transaction() as tx:
-        return await record_change(
-            tx,
-            collection="tasks",
-            op="create",
-            resource_id=str(uuid.uuid4()),
-            data=body,
-        )
-
-
 async def test_replay_hands_off_to_live_without_gap_or_duplicate(services: Services) -> None:
     """Writes land while a slow subscriber replays; a tiny queue forces every overflow path."""
     feed = services.hub.feed
 
     async def write_delivered(title: str) -> int:
         # As in a server, where the feed delivers each commit before the next request's.
-        revision = await write(services.db, title)
+        revision = await write_task(services.db, title)
         assert await feed.wait_past(revision, within=10)
         return revision
 

@@ -10,8 +10,7 @@ import pytest
 from orchestrator.config import Settings
 from orchestrator.db.changelog import oldest_retained_revision
 from orchestrator.services import Services
-from tests.changes.support import until
-from tests.changes.test_hub import write
+from tests.changes.support import until, write_task
 from tests.support.settings import make_settings
 
 
@@ -26,8 +25,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 async def test_old_changes_are_pruned_after_the_retention_window(services: Services) -> None:
-    first = await write(services.db, "old")
-    last = await write(services.db, "newest")
+    first = await write_task(services.db, "old")
+    last = await write_task(services.db, "newest")
 
     async def pruned() -> bool:
         return (await oldest_retained_revision(services.db) or 0) > first

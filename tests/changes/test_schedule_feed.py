@@ -13,12 +13,12 @@ from tests.changes.support import (
     Stack,
     collect_changes,
     connected,
+    first_events,
     recv_json,
     send_json,
     subscribe,
     ws_connect,
 )
-from tests.changes.test_sse_lifecycle import first_events
 
 pytestmark = pytest.mark.e2e
 

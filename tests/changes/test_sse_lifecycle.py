@@ -13,32 +13,10 @@ import orjson
 import pytest
 
 from orchestrator.db.changelog import latest_revision
-from tests.changes.support import Stack, mint_token, server_env
+from tests.changes.support import Stack, first_events, mint_token, server_env
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
-
-
-async def first_events(
-    client: httpx.AsyncClient, url: str, headers: dict[str, str], count: int
-) -> list[dict[str, str]]:
-    """The stream's first `count` events with data (each as its fields), then disconnect."""
-    events: list[dict[str, str]] = []
-    async with client.stream("GET", url, headers=headers) as response:
-        assert response.status_code == 200
-        current: dict[str, str] = {}
-        async for line in response.aiter_lines():
-            if line:
-                if not line.startswith(":"):
-                    name, _, value = line.partition(": ")
-                    current[name] = value
-                continue
-            if "data" in current:
-                events.append(current)
-                if len(events) == count:
-                    return events
-            current = {}
-    raise AssertionError(f"the stream ended after {events}")
 
 
 async def test_subscribed_carries_the_revision_the_stream_continues_from(stack: Stack) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.trust.conftest import Live, snapshot
+from tests.trust.live import Live, snapshot
 
 pytestmark = pytest.mark.e2e
 

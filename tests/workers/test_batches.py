@@ -13,7 +13,7 @@ from orchestrator.db.changelog import changes_after, latest_revision
 from orchestrator.services import Services
 from tests.support.users import admin_headers, user_headers
 from tests.workers.factories import insert_jobs
-from tests.workers.test_leases import Headers, forged, job_row
+from tests.workers.support import Headers, forged, job_row
 
 CLAIM = "/api/v1/jobs/claim"
 REPORT = "/api/v1/jobs/report"

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.services import Services
 from tests.support.users import admin_headers, user_headers
 from tests.workers.factories import insert_jobs
-from tests.workers.test_leases import Headers, claimed, held, job_row
+from tests.workers.support import Headers, claimed, held, job_row
 
 CALLS: dict[str, dict[str, Any]] = {
     "heartbeat": {"lease_seconds": 60},

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.services import Services
 from tests.support.users import user_headers
 from tests.workers.factories import insert_jobs
-from tests.workers.test_leases import Headers, claim
+from tests.workers.support import Headers, claim
 
 # Far longer than any wake-up takes: a claim answered before it was woken, not by its wait.
 WAIT = 10.0
