@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import Scope
 
 from orchestrator import __version__
+from orchestrator.auth.api_key_routes import router as api_key_router
 from orchestrator.auth.api_keys import ApiKeyDirectory
 from orchestrator.auth.cookies import SessionCookieMiddleware
 from orchestrator.auth.deps import AUTHENTICATING, Authenticator, known_owner
@@ -226,6 +227,7 @@ def create_app(settings: Settings) -> FastAPI:
         auth_router,
         session_router,
         user_router,
+        api_key_router,
         metrics_router,
         console_router,
     ]

@@ -105,6 +105,76 @@ async def test_a_logout_through_one_process_is_refused_by_the_other_within_two_s
         await refused_within(client, f"{two.url}/api/v1/users/me", cookie, 2.0)
 
 
+async def make_key(
+    client: httpx.AsyncClient, server: ServerProcess, token: str, **body: Any
+) -> dict[str, Any]:
+    response = await client.post(
+        f"{server.url}/api/v1/api-keys",
+        json={"name": "worker", **body},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def test_a_key_revoked_through_one_process_is_refused_by_the_other_within_two_seconds(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    async with (
+        stack(
+            tmp_path, database_url=postgres_url, processes=2, ORCH_CHANGE_POLL_SECONDS="5"
+        ) as servers,
+        httpx.AsyncClient(timeout=10) as client,
+    ):
+        one, two = servers.servers
+        token = (await sign_in(client, one))["access_token"]
+        key = await make_key(client, one, token)
+        headers = {"Authorization": f"Bearer {key['key']}"}
+        # the second process has it cached now: only the change log can tell it
+        for _ in range(3):
+            assert (
+                await client.get(f"{two.url}/api/v1/users/me", headers=headers)
+            ).status_code == 200
+        response = await client.delete(
+            f"{one.url}/api/v1/api-keys/{key['id']}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 204
+        await refused_within(client, f"{two.url}/api/v1/users/me", headers, 2.0)
+        assert (await client.get(f"{one.url}/api/v1/users/me", headers=headers)).status_code == 401
+
+
+async def test_a_read_only_key_follows_the_feeds_but_writes_nothing(tmp_path: Path) -> None:
+    async with stack(tmp_path) as servers, httpx.AsyncClient(timeout=10) as client:
+        server = servers.server
+        token = (await sign_in(client, server))["access_token"]
+        key = (await make_key(client, server, token, read_only=True))["key"]
+        headers = {"Authorization": f"Bearer {key}"}
+        refused = await client.post(
+            f"{server.url}/api/v1/collab/tasks", json={"title": "x"}, headers=headers
+        )
+        assert refused.status_code == 403
+        feed = f"{server.url}/api/v1/changes?collections=tasks"
+        async with client.stream("GET", feed, headers=headers) as stream:
+            assert stream.status_code == 200
+            lines = stream.aiter_lines()
+            assert (await sse_events(lines, 1))[0]["event"] == "subscribed"
+            async with connect(f"{server.ws_url}/ws", additional_headers=headers, proxy=None) as ws:
+                assert (await connected(ws))["user"] == "admin"
+                await ws.send(
+                    orjson.dumps({"type": "subscribe", "collections": ["tasks"]}).decode()
+                )
+                assert orjson.loads(await ws.recv())["type"] == "subscribed"
+                task = await servers.post_task(client, token, "seen")
+                change = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert change["type"] == "change"
+                assert change["id"] == task["id"]
+            (event,) = await sse_events(lines, 1)
+            assert event["data"]["id"] == task["id"]
+        async with connect(f"{server.ws_url}/ws?token={key}", proxy=None) as ws:
+            assert (await connected(ws))["user"] == "admin"
+
+
 async def test_a_cookie_websocket_needs_our_origin_or_a_configured_one(tmp_path: Path) -> None:
     async with (
         stack(tmp_path, ORCH_CORS_ORIGINS="https://console.example") as servers,

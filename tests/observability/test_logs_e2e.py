@@ -72,6 +72,26 @@ async def test_logs_carry_request_ids_and_no_secrets(tmp_path: Path) -> None:
             canaries["token"] = token
             canaries["token_signature"] = token.rsplit(".", 1)[1]
             bearer = {"Authorization": f"Bearer {token}"}
+            made = await call(
+                "POST",
+                "/api/v1/api-keys",
+                json={"name": "canary", "read_only": True},
+                headers=bearer,
+            )
+            assert made.status_code == 201
+            canaries["api_key"] = made.json()["key"]
+            key_auth = {"Authorization": f"Bearer {canaries['api_key']}"}
+            assert (await call("GET", "/api/v1/users/me", headers=key_auth)).status_code == 200
+            refused = await call("POST", "/api/v1/api-keys", json={"name": "x"}, headers=key_auth)
+            assert refused.status_code == 403  # read-only
+            assert (await call("GET", "/api/v1/api-keys", headers=bearer)).status_code == 200
+            key_id = made.json()["id"]
+            revoked = await call("DELETE", f"/api/v1/api-keys/{key_id}", headers=bearer)
+            assert revoked.status_code == 204
+            assert (await call("GET", "/api/v1/users/me", headers=key_auth)).status_code == 401
+            canaries["wrong_api_key"] = "orch_" + "C" * 43 + "_CCCCCC"
+            wrong_key = {"Authorization": f"Bearer {canaries['wrong_api_key']}"}
+            assert (await call("GET", "/api/v1/users/me", headers=wrong_key)).status_code == 401
             canaries["refresh_token"] = response.json()["refresh_token"]
             refreshed = await call(
                 "POST", "/auth/refresh", json={"refresh_token": canaries["refresh_token"]}
@@ -134,6 +154,7 @@ async def test_logs_carry_request_ids_and_no_secrets(tmp_path: Path) -> None:
         await websocket_attempt(f"{server.ws_url}/ws?token={token}")
         await websocket_attempt(f"{server.ws_url}/ws", additional_headers=bearer)
         await websocket_attempt(f"{server.ws_url}/ws?token=not-a-valid-token")
+        await websocket_attempt(f"{server.ws_url}/ws?token={canaries['api_key']}")
     finally:
         await asyncio.to_thread(server.stop)
 

@@ -215,10 +215,21 @@ class ApiKeyDirectory:
             self._keys[digest] = key
         return key
 
+    def known(self, secret: str) -> ApiKey | None:
+        """The key if this process has it cached and it has not expired: no I/O."""
+        key = self._keys.get(opaque.digest(secret))
+        if key is None or key.expires_at <= datetime.now(UTC):
+            return None
+        return key
+
+    def forget(self) -> None:
+        """Read every key again (this process revoked one; the change log tells the others)."""
+        self._generation += 1
+        self._keys.clear()
+
     def on_change(self, change: Change) -> None:
         if change.collection == "api_keys":
-            self._generation += 1
-            self._keys.clear()
+            self.forget()
             if change.op == "delete":
                 self._recorded.pop(change.resource_id, None)
 
@@ -244,7 +255,10 @@ class ApiKeyDirectory:
             self._recorded.pop(key_id, None)  # try again on the next use
             log.warning("api_key_last_used_not_written")
 
-    async def close(self) -> None:
-        """Let the pending last-use writes finish."""
+    async def settle(self) -> None:
+        """Let the pending last-use writes finish (before keys are listed, or at shutdown)."""
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=5)
+
+    async def close(self) -> None:
+        await self.settle()

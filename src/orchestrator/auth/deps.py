@@ -136,8 +136,11 @@ def known_owner(auth: Authenticator, scope: Scope) -> str | None:
     """Who the request's credential names, known without I/O: for the rate limits, which
     count before routing. None without a credential or with one that does not verify."""
     token = presented_token(scope)
-    if token is None:
+    if token is None or len(token) > MAX_CREDENTIAL:
         return None
+    if opaque.looks_like_api_key(token):
+        key = auth.api_keys.known(token)  # a key this process has seen: its user
+        return key.username if key is not None else None
     try:
         return auth.tokens.verify(token).sub
     except Unauthorized:
@@ -354,14 +357,14 @@ async def authenticate_request(request: Request) -> Principal:
             request.scope.setdefault("state", {})[STATE_KEY] = cookie_headers(request, auth, grant)
         if request.method not in SAFE_METHODS:
             check_csrf(request, principal, auth)
-    if principal.read_only and request.method not in READ_ONLY_METHODS:
-        raise Forbidden("This API key is read-only")
     return principal
 
 
 async def current_user(request: Request) -> Principal:
     principal = await authenticate_request(request)
     request.state.user = principal.username
+    if principal.read_only and request.method not in READ_ONLY_METHODS:
+        raise Forbidden("This API key is read-only")
     return principal
 
 

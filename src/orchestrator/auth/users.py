@@ -18,7 +18,8 @@ from orchestrator.timestamps import as_utc, iso
 
 Role = Literal["admin", "member", "viewer", "worker"]
 ROLES: tuple[Role, ...] = ("admin", "member", "viewer", "worker")
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,149}$")
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,149}$"
+USERNAME = re.compile(USERNAME_PATTERN)
 MAX_USERNAME = 150
 MAX_PASSWORD = 1024
 MIN_PASSWORD = 8
@@ -67,7 +68,7 @@ def check_new_password(password: str) -> None:
 
 def check_new_credentials(*, username: str, password: str, role: str) -> None:
     problems = []
-    if not USERNAME.match(username):
+    if not USERNAME.fullmatch(username):  # `$` alone would let a final newline in
         problems.append(
             {"field": "username", "reason": "1 to 150 letters, digits, '.', '_', '@' or '-'"}
         )
