@@ -14,7 +14,7 @@ from orchestrator.auth.users import set_disabled
 from orchestrator.db import Database
 from orchestrator.db.changelog import latest_revision
 from orchestrator.services import Services
-from tests.factories import admin_headers, user_headers
+from tests.support.users import account, admin_auth
 
 KEYS = "/api/v1/api-keys"
 
@@ -47,7 +47,7 @@ def assert_error(response: httpx.Response, status: int, message: str | None = No
 async def test_a_new_key_is_shown_once_with_its_fields(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    ann = await user_headers(client, services, "ann")
+    ann = await account(services, "ann")
     before = datetime.now(UTC)
     response = await client.post(KEYS, json={"name": "laptop script"}, headers=ann)
     assert response.status_code == 201, response.text
@@ -90,7 +90,7 @@ async def test_a_new_key_is_shown_once_with_its_fields(
 
 
 async def test_expiry_is_one_to_730_days(client: httpx.AsyncClient, services: Services) -> None:
-    ann = await user_headers(client, services, "ann")
+    ann = await account(services, "ann")
     for days in (1, 730, 30.0):
         body = await make_key(client, ann, expires_in_days=days)
         span = datetime.fromisoformat(body["expires_at"]) - datetime.fromisoformat(
@@ -109,13 +109,13 @@ async def test_expiry_is_one_to_730_days(client: httpx.AsyncClient, services: Se
 async def test_only_admins_make_keys_for_other_users(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    ann = await user_headers(client, services, "ann")
-    await user_headers(client, services, "robot", "worker")
+    ann = await account(services, "ann")
+    await account(services, "robot", "worker")
     refused = await client.post(KEYS, json={"name": "x", "username": "robot"}, headers=ann)
     assert_error(refused, 403, "admins")
     own = await make_key(client, ann, username="ANN")  # oneself, in any case, is fine
     assert own["username"] == "ann"
-    admin = await admin_headers(client)
+    admin = admin_auth(services)
     made = await make_key(client, admin, username="robot", read_only=True)
     assert made["username"] == "robot"
     assert made["read_only"] is True
@@ -129,9 +129,9 @@ async def test_only_admins_make_keys_for_other_users(
 async def test_listing_shows_the_callers_keys_admins_everyones_and_never_a_secret(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    ann = await user_headers(client, services, "ann")
-    bob = await user_headers(client, services, "bob")
-    admin = await admin_headers(client)
+    ann = await account(services, "ann")
+    bob = await account(services, "bob")
+    admin = admin_auth(services)
     ann_key = await make_key(client, ann, name="a")
     bob_key = await make_key(client, bob, name="b")
     admin_key = await make_key(client, admin, name="c")
@@ -162,9 +162,9 @@ async def test_listing_shows_the_callers_keys_admins_everyones_and_never_a_secre
 async def test_a_revoked_key_is_refused_and_only_its_owner_or_an_admin_revokes_it(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    ann = await user_headers(client, services, "ann")
-    bob = await user_headers(client, services, "bob")
-    admin = await admin_headers(client)
+    ann = await account(services, "ann")
+    bob = await account(services, "bob")
+    admin = admin_auth(services)
     ann_key = await make_key(client, ann)
     bob_key = await make_key(client, bob)
     assert (await client.get("/api/v1/users/me", headers=key_auth(ann_key))).status_code == 200
@@ -198,9 +198,9 @@ async def expire(db: Database, key_id: str) -> None:
 async def test_an_expired_key_and_a_disabled_users_key_get_401(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    ann = await user_headers(client, services, "ann")
-    await user_headers(client, services, "bob")
-    admin = await admin_headers(client)
+    ann = await account(services, "ann")
+    await account(services, "bob")
+    admin = admin_auth(services)
     old = await make_key(client, ann)
     assert (await client.get("/api/v1/users/me", headers=key_auth(old))).status_code == 200
     await expire(services.db, old["id"])
@@ -220,7 +220,7 @@ async def test_an_expired_key_and_a_disabled_users_key_get_401(
 async def test_a_read_only_key_reads_and_gets_403_on_every_other_method(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    ann = await user_headers(client, services, "ann")
+    ann = await account(services, "ann")
     reader = key_auth(await make_key(client, ann, read_only=True))
     writer = key_auth(await make_key(client, ann))
     task = await client.post("/api/v1/collab/tasks", json={"title": "t"}, headers=writer)
@@ -245,7 +245,7 @@ async def test_a_read_only_key_reads_and_gets_403_on_every_other_method(
 async def test_last_use_is_kept_to_the_minute_with_one_write_per_minute(
     client: httpx.AsyncClient, services: Services, backend: str
 ) -> None:
-    ann = await user_headers(client, services, "ann")
+    ann = await account(services, "ann")
     created = await make_key(client, ann)
     db = services.db
     # Count the updates the table sees, in the database itself.
@@ -313,7 +313,7 @@ async def test_a_well_formed_unknown_key_gets_401_and_a_key_is_no_refresh_token(
         401,
         "Invalid API key",
     )
-    ann = await user_headers(client, services, "ann")
+    ann = await account(services, "ann")
     real = (await make_key(client, ann))["key"]
     assert_error(await client.post("/auth/refresh", json={"refresh_token": real}), 401)
     assert_error(
