@@ -139,3 +139,11 @@ def serious_violations(page: Page) -> str:
         targets = [", ".join(node["target"]) for node in violation["nodes"]]
         lines.append(f"{violation['id']} ({violation['impact']}): {violation['help']} {targets}")
     return "\n".join(lines)
+
+
+def check_page(page: Page, name: str) -> None:
+    """No serious or critical axe-core violation at either width; screenshots at both."""
+    for size in (NARROW, WIDE):
+        page.set_viewport_size(size)  # type: ignore[arg-type]
+        assert serious_violations(page) == "", (name, size)
+    screenshots(page, name)

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.cli_runner import run_cli
-from tests.console.browser import NARROW, WIDE, Visit, screenshots, serious_violations
+from tests.console.browser import Visit, check_page
 from tests.console.support import (
     ADMIN_PASSWORD,
     PASSWORD,
@@ -24,14 +24,6 @@ from tests.console.support import (
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
-
-
-def check_page(page: Page, name: str) -> None:
-    """No serious or critical axe-core violation at either width; screenshots at both."""
-    for size in (NARROW, WIDE):
-        page.set_viewport_size(size)  # type: ignore[arg-type]
-        assert serious_violations(page) == "", (name, size)
-    screenshots(page, name)
 
 
 def test_sign_in_with_the_keyboard_and_sign_out(page: Page, server: ServerProcess) -> None:

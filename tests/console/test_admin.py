@@ -1,0 +1,77 @@
+"""The admin page: accounts and API keys, through the public routes, for admins only."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.console.browser import check_page
+from tests.console.support import (
+    ADMIN_PASSWORD,
+    make_user,
+    sign_in,
+    unique,
+)
+from tests.server import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def test_an_api_key_is_shown_once_copied_listed_and_revoked(
+    page: Page, server: ServerProcess
+) -> None:
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    sign_in(page, "admin", ADMIN_PASSWORD)
+    page.goto("/console#/admin")
+    name = unique("nightly worker")
+
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Expires in days").fill("0")
+    page.get_by_role("button", name="Create key").click()
+    days = page.get_by_label("Expires in days")
+    expect(days).to_have_attribute("aria-invalid", "true")
+    expect(page.locator(f"#{days.get_attribute('aria-describedby')}")).not_to_be_empty()
+
+    days.fill("30")
+    page.get_by_label("Read only").check()
+    page.get_by_role("button", name="Create key").click()
+    shown = page.get_by_label("The new key")
+    expect(shown).to_have_value(re.compile(r"^orch_[0-9A-Za-z]+_[0-9A-Za-z]{6}$"))
+    expect(page.get_by_text("it is shown this once")).to_be_visible()
+    key = shown.input_value()
+    check_page(page, "admin-new-key")
+    page.get_by_role("button", name="Copy key").click()
+    expect(page.get_by_text("Copied.")).to_be_visible()
+    assert page.evaluate("() => navigator.clipboard.readText()") == key
+
+    keys = page.get_by_role("region", name="API keys table")
+    row = keys.get_by_role("row").filter(has=page.get_by_role("rowheader", name=name))
+    expect(row).to_contain_text("read only")
+    expect(row).to_contain_text("admin")
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        me = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {key}"})
+        assert me.status_code == 200, me.text
+
+        page.get_by_role("button", name="Done").click()
+        expect(page.get_by_label("The new key")).to_have_count(0)
+        assert key not in page.content()  # shown once: nowhere on the page any more
+
+        page.get_by_role("button", name=f"Revoke {name}").click()
+        page.get_by_role("dialog").get_by_role("button", name="Revoke the key").click()
+        expect(row).to_have_count(0)
+        revoked = client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {key}"})
+        assert revoked.status_code == 401
+
+
+def test_the_admin_page_is_for_admins_only(page: Page, server: ServerProcess) -> None:
+    username = unique("member")
+    make_user(server, username, "member")
+    sign_in(page, username)
+    expect(page.get_by_role("link", name="Admin", exact=True)).to_have_count(0)
+    page.goto("/console#/admin")
+    expect(page.get_by_text("Only admins can see this page.")).to_be_visible()
+    expect(page.get_by_role("button", name="Create user")).to_have_count(0)
+    expect(page.get_by_role("button", name="Create key")).to_have_count(0)
