@@ -351,3 +351,77 @@ def test_a_revoked_session_sends_the_person_back_to_sign_in_with_a_message(
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible(timeout=15_000)
     expect(page.get_by_role("alert")).to_contain_text("Your session has ended")
     expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+
+
+def test_a_jobs_page_shows_its_payload_result_error_lease_and_history(
+    page: Page, server: ServerProcess
+) -> None:
+    queue = unique("detail")
+    worker = unique("worker")
+    sign_in(page, "admin", ADMIN_PASSWORD)
+    live(page)
+    with admin_client(server) as other:
+        created = other.post(
+            "/api/v1/jobs",
+            json={"title": "Resize images", "queue": queue, "payload": {"sizes": [64, 128]}},
+        )
+        assert created.status_code == 201, created.text
+        job = created.json()
+        page.goto(f"/console#/jobs/{job['id']}")
+        expect(page.get_by_role("heading", name="Resize images", level=1)).to_be_visible()
+        payload = page.get_by_role("region", name="Payload")
+        expect(payload.locator("pre")).to_have_text('{\n  "sizes": [\n    64,\n    128\n  ]\n}')
+        expect(page.get_by_role("region", name="Result")).to_contain_text("No result yet.")
+
+        claim = other.post("/api/v1/jobs/claim", json={"queues": [queue], "worker": worker})
+        assert claim.status_code == 200, claim.text
+        lease = {key: claim.json()["lease"][key] for key in ("token", "secret")}
+        details = page.get_by_role("region", name="Details")
+        expect(details).to_contain_text(f"{worker} (holds the lease)")
+        expect(details).to_contain_text("1 of at most 3")
+        failed = other.post(
+            f"/api/v1/jobs/{job['id']}/fail",
+            json={**lease, "error": "disk full", "retry": False},
+        )
+        assert failed.status_code == 200, failed.text
+        expect(page.get_by_role("region", name="Error")).to_contain_text("disk full")
+        expect(details).to_contain_text("failed")
+
+    history = page.get_by_role("region", name="Job history")
+    rows = history.get_by_role("row")
+    expect(rows).to_have_count(4)  # the header, then newest first: failed, running, created
+    expect(rows.nth(1)).to_contain_text("failed")
+    expect(rows.nth(2)).to_contain_text("running")
+    expect(rows.nth(2)).to_contain_text(worker)
+    expect(rows.nth(3)).to_contain_text("create")
+    expect(rows.nth(3)).to_contain_text("pending")
+
+
+def test_tasks_created_changed_and_deleted_by_others_appear_live(
+    page: Page, server: ServerProcess
+) -> None:
+    username = unique("reader")
+    make_user(server, username, "viewer")
+    sign_in(page, username)
+    page.get_by_role("link", name="Tasks", exact=True).click()
+    expect(page.get_by_role("heading", name="Tasks", level=1)).to_be_visible()
+    live(page)
+    title = unique("Shared plan")
+    with admin_client(server) as other:
+        created = other.post("/api/v1/collab/tasks", json={"title": title})
+        assert created.status_code == 201
+        task = created.json()
+        expect(page.get_by_role("cell", name=title, exact=True)).to_be_visible()
+        renamed = other.patch(
+            f"/api/v1/collab/tasks/{task['id']}",
+            json={"title": f"{title} v2", "description": "Now with a description"},
+            headers={"If-Match": created.headers["etag"]},
+        )
+        assert renamed.status_code == 200
+        expect(page.get_by_role("cell", name=f"{title} v2", exact=True)).to_be_visible()
+        expect(page.get_by_role("cell", name=title, exact=True)).to_have_count(0)
+        deleted = other.delete(
+            f"/api/v1/collab/tasks/{task['id']}", headers={"If-Match": renamed.headers["etag"]}
+        )
+        assert deleted.status_code == 204
+        expect(page.get_by_role("cell", name=f"{title} v2", exact=True)).to_have_count(0)
