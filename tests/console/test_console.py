@@ -425,3 +425,24 @@ def test_tasks_created_changed_and_deleted_by_others_appear_live(
         )
         assert deleted.status_code == 204
         expect(page.get_by_role("cell", name=f"{title} v2", exact=True)).to_have_count(0)
+
+
+def test_statuses_the_api_adds_are_kept_in_lifecycle_order(page: Page) -> None:
+    # The console's own module, in the browser: any status reported joins the known ones.
+    page.goto("/console")
+    listed = page.evaluate(
+        """async () => {
+            const { Statuses } = await import("/console/statuses.js");
+            const statuses = new Statuses();
+            const added = [];
+            statuses.addEventListener("added", (event) => added.push(event.detail));
+            statuses.noteQueues([{ name: "mail", counts: { pending: 1, waiting: 2, running: 0 } }]);
+            statuses.note("archived");
+            statuses.note("pending");
+            return { list: statuses.list(), added };
+        }"""
+    )
+    assert listed == {
+        "list": ["waiting", "pending", "running", "succeeded", "failed", "cancelled", "archived"],
+        "added": ["waiting", "archived"],
+    }
