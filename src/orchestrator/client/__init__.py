@@ -4,6 +4,7 @@ It uses only the public HTTP and WebSocket API, so it runs anywhere the server i
 """
 
 from orchestrator.client.calls import UNSET, JobClaim, NextJobs, Reported
+from orchestrator.client.context import JobContext
 from orchestrator.client.errors import (
     ApiError,
     AuthenticationError,
@@ -27,6 +28,7 @@ __all__ = [
     "DoNotRetry",
     "FeedAuthError",
     "JobClaim",
+    "JobContext",
     "NextJobs",
     "NotFoundError",
     "PermissionDeniedError",

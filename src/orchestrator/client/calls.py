@@ -6,7 +6,7 @@ same signature and docstring (see `http.py`); it only describes a request, it se
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
@@ -409,21 +409,42 @@ def claim_jobs(
 
 
 def heartbeat(
-    job_id: str, token: int, *, lease_seconds: float = 30, secret: str | None = None
+    job_id: str,
+    token: int,
+    *,
+    lease_seconds: float = 30,
+    secret: str | None = None,
+    progress: float | None = None,
+    message: str | None = None,
 ) -> Call[dict[str, Any]]:
-    """Extend the lease; `cancel_requested` in the answer tells the worker to stop."""
-    body = {"token": token, "lease_seconds": lease_seconds}
+    """Extend the lease, reporting `progress` (0 to 1) and `message` when given;
+    `cancel_requested` in the answer tells the worker to stop."""
+    body = {
+        "token": token,
+        "lease_seconds": lease_seconds,
+        **_present(progress=progress, message=message),
+    }
     return Call(
         "POST", f"{_job(job_id)}/heartbeat", _body, json=body, lease=(job_id, token, secret)
     )
 
 
 def heartbeat_jobs(
-    leases: Sequence[JobClaim], *, lease_seconds: float = 30
+    leases: Sequence[JobClaim],
+    *,
+    lease_seconds: float = 30,
+    progress: Mapping[str, tuple[float | None, str | None]] | None = None,
 ) -> Call[list[dict[str, Any]]]:
-    """Extend many leases (at most 100) in one call; each answer, in order, is `{"code": 200,
-    "id", "status", "cancel_requested", "lease"}` or `{"id", "code": 404/403/409, "error"}`."""
-    body = {"leases": [claimed.lease() for claimed in leases], "lease_seconds": lease_seconds}
+    """Extend many leases (at most 100) in one call, with the `(progress, message)` of the
+    jobs `progress` names; each answer, in order, is `{"code": 200, "id", "status",
+    "cancel_requested", "lease"}` or `{"id", "code": 404/403/409, "error"}`."""
+    told = progress or {}
+
+    def item(claimed: JobClaim) -> dict[str, Any]:
+        fraction, message = told.get(claimed.id, (None, None))
+        return {**claimed.lease(), **_present(progress=fraction, message=message)}
+
+    body = {"leases": [item(claimed) for claimed in leases], "lease_seconds": lease_seconds}
     return Call("POST", "/api/v1/jobs/heartbeat", _leases, json=body)
 
 

@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from orchestrator.client.calls import JobClaim, NextJobs, Reported
+from orchestrator.client.context import JobContext, takes_context
 from orchestrator.client.errors import (
     ApiError,
     AuthenticationError,
@@ -29,7 +30,8 @@ from orchestrator.client.http import AsyncClient
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], Any] | Callable[[dict[str, Any]], Awaitable[Any]]
+# `handler(job)`, or `handler(job, context)` for a handler that reports progress or logs.
+Handler = Callable[..., Any] | Callable[..., Awaitable[Any]]
 Interruption = Literal["cancel", "lost", "shutdown"]
 MAX_ERROR = 10_000
 FIRST_BACKOFF = 0.2
@@ -124,6 +126,7 @@ class _Running:
     future: asyncio.Future[Any]
     is_async: bool
     beat_at: float
+    context: JobContext
     interruption: Interruption | None = None
 
 
@@ -143,7 +146,8 @@ class _Report:
 class Worker:
     """Run `handler(job)` for jobs of `queues`, `concurrency` at a time.
 
-    The handler gets the job as the API shows it and returns a JSON-serialisable result;
+    The handler gets the job as the API shows it (and, if it takes a second argument, a
+    `JobContext` to report progress with) and returns a JSON-serialisable result;
     an exception fails the job (retried while attempts remain, unless it is `DoNotRetry`).
     Async handlers are cancelled when the job is cancelled or its lease is lost; a plain
     function runs in a thread and cannot be interrupted, so its late report is fenced off by
@@ -182,6 +186,7 @@ class Worker:
         self.shutdown_grace = shutdown_grace
         self.heartbeat_seconds = heartbeat_seconds or min(lease_seconds / 3, CANCEL_CHECK_SECONDS)
         self._is_async = inspect.iscoroutinefunction(handler)
+        self._with_context = takes_context(handler)
         self._stopping = asyncio.Event()
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="job-handler")
         self._outage = _Outage()
@@ -322,14 +327,17 @@ class Worker:
 
     def _start(self, claimed: JobClaim) -> None:
         log.info("job %s claimed (token %d)", claimed.id, claimed.token)
+        context = JobContext(claimed)
+        args = (claimed.job, context) if self._with_context else (claimed.job,)
         if self._is_async:
-            future: asyncio.Future[Any] = asyncio.ensure_future(self.handler(claimed.job))
+            future: asyncio.Future[Any] = asyncio.ensure_future(self.handler(*args))
         else:
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._executor, self.handler, claimed.job)
+            future = loop.run_in_executor(self._executor, self.handler, *args)
             self._in_threads.add(future)
             future.add_done_callback(self._in_threads.discard)
-        job = _Running(claimed, future, self._is_async, asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        job = _Running(claimed, future, self._is_async, now, context)
         self._running[claimed.id] = job
         future.add_done_callback(lambda _f: self._finished(job))
 
@@ -479,8 +487,9 @@ class Worker:
             self._start(claimed)
 
     async def _heartbeats(self) -> None:
-        """Every so often, one heartbeat for the leases not heard of for `heartbeat_seconds`;
-        its answers say which jobs were cancelled and which leases were lost."""
+        """Every so often, one heartbeat for the leases not heard of for `heartbeat_seconds`
+        and the jobs whose handler told progress since; its answers say which jobs were
+        cancelled and which leases were lost."""
         loop = asyncio.get_running_loop()
         interval = self.heartbeat_seconds
         while True:
@@ -489,21 +498,24 @@ class Worker:
             due = [
                 job
                 for job in self._running.values()
-                if job.interruption is None and now - job.beat_at >= interval
+                if job.interruption is None
+                and (now - job.beat_at >= interval or job.context.has_progress)
             ][:MAX_BATCH]
             if not due or self._refused is not None:
                 continue
+            told = {job.claim.id: job.context.take_progress() for job in due}
+            progress = {job_id: value for job_id, value in told.items() if value is not None}
             try:
                 beats = await self.client.heartbeat_jobs(
-                    [job.claim for job in due], lease_seconds=self.lease_seconds
+                    [job.claim for job in due], lease_seconds=self.lease_seconds, progress=progress
                 )
-            except ApiError as exc:
-                if not exc.transient:
+            except (ApiError, httpx.TransportError) as exc:
+                for job in due:
+                    if job.claim.id in progress:
+                        job.context.give_back(progress[job.claim.id])
+                if isinstance(exc, ApiError) and not exc.transient:
                     self._refuse(exc)
                     return
-                log.warning("heartbeat failed: %s", describe(exc))
-                continue
-            except httpx.TransportError as exc:
                 log.warning("heartbeat failed: %s", describe(exc))
                 continue
             for job, beat in zip(due, beats, strict=True):

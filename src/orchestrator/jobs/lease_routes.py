@@ -33,6 +33,7 @@ from orchestrator.jobs.leases import (
     Holder,
     LeaseRef,
     Outcome,
+    Progress,
     Report,
     Verb,
     cancel_job,
@@ -43,7 +44,7 @@ from orchestrator.jobs.records import StoredJob
 from orchestrator.jobs.schemas import whole_number
 from orchestrator.representation import canonical_json, etag_for
 from orchestrator.services import Services, services_of
-from orchestrator.text import check_storable_json
+from orchestrator.text import check_storable_json, storable
 
 router = Routes(tags=["workers"])
 worker_call = limited_as("workers")
@@ -65,6 +66,13 @@ FencingToken = Annotated[int, Field(ge=0, le=MAX_TOKEN, strict=True), BeforeVali
 LeaseSecret = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 JobId = Annotated[
     str, StringConstraints(pattern=f"^{ResourceIdConvertor.regex}$"), AfterValidator(str.lower)
+]
+
+
+MAX_PROGRESS_MESSAGE = 1_000
+Fraction = Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)]
+ProgressMessage = Annotated[
+    str, StringConstraints(max_length=MAX_PROGRESS_MESSAGE), AfterValidator(storable)
 ]
 
 
@@ -92,7 +100,21 @@ class _Held(_Strict):
     secret: LeaseSecret
 
 
-class HeartbeatRequest(_Held):
+class _Progress(_Strict):
+    progress: Fraction | None = Field(
+        default=None, description="How far the job is, from 0 to 1 (kept when not given)"
+    )
+    message: ProgressMessage | None = Field(
+        default=None, description="What the job is doing (kept when not given)"
+    )
+
+    def told(self) -> Progress | None:
+        if self.progress is None and self.message is None:
+            return None
+        return Progress(fraction=self.progress, message=self.message)
+
+
+class HeartbeatRequest(_Held, _Progress):
     lease_seconds: LeaseSeconds = 30
 
 
@@ -119,8 +141,12 @@ class LeaseItem(_Held):
     id: JobId
 
 
+class HeartbeatItem(LeaseItem, _Progress):
+    pass
+
+
 class HeartbeatsRequest(_Strict):
-    leases: list[LeaseItem] = Field(min_length=1, max_length=MAX_BATCH)
+    leases: list[HeartbeatItem] = Field(min_length=1, max_length=MAX_BATCH)
     lease_seconds: LeaseSeconds = 30
 
 
@@ -378,7 +404,8 @@ def _lease(job_id: str, body: _Held) -> LeaseRef:
 async def extend_lease(
     job_id: str, body: HeartbeatRequest, request: Request, user: WorkerRole
 ) -> Response:
-    """Extend the lease; `cancel_requested` tells the worker to stop."""
+    """Extend the lease and report `progress` and `message`; `cancel_requested` tells the
+    worker to stop."""
     services = services_of(request)
     [beat] = await heartbeat(
         db=services.db,
@@ -386,6 +413,7 @@ async def extend_lease(
         holder=_holder(user),
         leases=[_lease(job_id, body)],
         lease_seconds=body.lease_seconds,
+        progress=[body.told()],
     )
     if isinstance(beat, ApiError):
         raise beat
@@ -464,6 +492,7 @@ async def extend_leases(body: HeartbeatsRequest, request: Request, user: WorkerR
         holder=_holder(user),
         leases=[_lease(item.id, item) for item in body.leases],
         lease_seconds=body.lease_seconds,
+        progress=[item.told() for item in body.leases],
     )
     answers = []
     for item, beat in zip(body.leases, beats, strict=True):

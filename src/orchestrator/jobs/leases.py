@@ -32,6 +32,8 @@ from orchestrator.jobs.records import JOB_COLUMNS, StoredJob, stored_job
 from orchestrator.timestamps import as_utc, iso, utcnow
 
 SWEEP_BATCH = 100
+# Progress reaches the change feed at most this often per job; the row always holds the latest.
+PROGRESS_INTERVAL_SECONDS = 1.0
 SECRET_BYTES = 24  # 192 bits
 _RETURNING = f"RETURNING {JOB_COLUMNS}, lease_token, lease_expires_at"
 _STALE = "The lease is no longer held: the job was claimed again"
@@ -59,6 +61,15 @@ class LeaseRef:
     job_id: str
     token: int
     secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What a heartbeat says of its job's progress: a fraction from 0 to 1 and a message, each
+    kept as it was when not given."""
+
+    fraction: float | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +284,7 @@ async def _claim(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, "
         "lease_token = lease_token + 1, lease_owner = :owner, "
         f"lease_expires_at = {_later(dialect, 'lease')}, worker = :worker, started_at = {now}, "
+        "progress = NULL, progress_message = NULL, progress_at = NULL, progress_pending = FALSE, "
         f"finished_at = NULL, version = version + 1, updated_at = {now} "
         f"WHERE id IN ({pick}) {_RETURNING}",
         {
@@ -334,9 +346,10 @@ def _report_statement(
             f"finished_at = CASE WHEN cancel_requested THEN {now} ELSE NULL END, "
             "lease_expires_at = NULL"
         )
+    # The change of a transition carries the latest progress: none is left for the feed.
     sql = (
-        f"UPDATE jobs SET {moves}, version = version + 1, updated_at = {now} "
-        f"FROM {source} WHERE {guard}{held} {_RETURNING}"
+        f"UPDATE jobs SET {moves}, progress_pending = FALSE, version = version + 1, "
+        f"updated_at = {now} FROM {source} WHERE {guard}{held} {_RETURNING}"
     )
     return sql, {**params, **rows}
 
@@ -451,34 +464,38 @@ async def heartbeat(
     holder: Holder,
     leases: Sequence[LeaseRef],
     lease_seconds: float,
+    progress: Sequence[Progress | None] | None = None,
 ) -> list[Heartbeat | ApiError]:
-    """Extend each lease by `lease_seconds`; each answer says whether a cancellation of its job
-    was requested, or why the lease is no longer held. Not a transition: the jobs do not
-    change, so no version and no change-log entry."""
+    """Extend each lease by `lease_seconds` and store the progress given with it; each answer
+    says whether a cancellation of its job was requested, or why the lease is no longer held.
+
+    Not a transition: the lease alone changes no version and logs nothing. Progress is stored
+    at once (a read shows the latest); it reaches the change feed as an update of the job at
+    most once every `PROGRESS_INTERVAL_SECONDS` per job. Progress stored within that second is
+    marked pending and carried by the first heartbeat after it (with or without progress), or
+    by the job's next transition, whichever comes first.
+    """
+    given = list(progress) if progress is not None else [None] * len(leases)
     answers: list[Heartbeat | ApiError | None] = [
         None if keys.holds(lease) else Conflict(_STALE) for lease in leases
     ]
-    live = [lease for lease, answer in zip(leases, answers, strict=True) if answer is None]
+    live = [
+        (lease, told)
+        for lease, told, answer in zip(leases, given, answers, strict=True)
+        if answer is None
+    ]
     beats: dict[str, Row] = {}
     if live:
-        source, params = _rows(
-            db.dialect,
-            (("job_id", "text"), ("held", "bigint")),
-            [(lease.job_id, lease.token) for lease in live],
-        )
-        guard, owner = _held(holder)
         async with db.transaction() as tx:
-            rows = await tx.fetch_all(
-                f"UPDATE jobs SET lease_expires_at = {_later(db.dialect, 'lease')} "
-                f"FROM {source} WHERE jobs.id = v.job_id AND jobs.status = 'running' "
-                f"AND jobs.lease_token = v.held{guard} "
-                "RETURNING id, status, cancel_requested, lease_token, lease_expires_at",
-                {**params, **owner, **_clock(db.dialect, lease=lease_seconds)},
-            )
-        beats = {row["id"]: row for row in rows}
+            rows = await _extend(tx, db.dialect, holder, live, lease_seconds)
+            beats = {row["id"]: row for row in rows}
+            if any(told is not None for _, told in live) or any(
+                row["progress_pending"] for row in rows
+            ):
+                await _record(tx, await _progress_changes(tx, db.dialect, list(beats)))
     missing = [
         lease
-        for lease in live
+        for lease, _ in live
         if lease.job_id not in beats or int(beats[lease.job_id]["lease_token"]) != lease.token
     ]
     current = await _current(db, [lease.job_id for lease in missing]) if missing else {}
@@ -499,6 +516,67 @@ async def heartbeat(
                 )
             )
     return result
+
+
+async def _extend(
+    tx: Transaction,
+    dialect: str,
+    holder: Holder,
+    live: Sequence[tuple[LeaseRef, Progress | None]],
+    lease_seconds: float,
+) -> list[Row]:
+    """One guarded UPDATE: every held lease extended, the progress given stored (pending)."""
+    source, params = _rows(
+        dialect,
+        (
+            ("job_id", "text"),
+            ("held", "bigint"),
+            ("new_progress", "float8"),
+            ("new_message", "text"),
+        ),
+        [
+            (
+                lease.job_id,
+                lease.token,
+                told.fraction if told is not None else None,
+                told.message if told is not None else None,
+            )
+            for lease, told in live
+        ],
+    )
+    guard, owner = _held(holder)
+    news = (
+        "(v.new_progress IS NOT NULL AND v.new_progress IS DISTINCT FROM jobs.progress) OR "
+        "(v.new_message IS NOT NULL AND v.new_message IS DISTINCT FROM jobs.progress_message)"
+    )
+    return await tx.fetch_all(
+        f"UPDATE jobs SET lease_expires_at = {_later(dialect, 'lease')}, "
+        "progress = COALESCE(v.new_progress, jobs.progress), "
+        "progress_message = COALESCE(v.new_message, jobs.progress_message), "
+        f"progress_pending = (jobs.progress_pending OR {news}) "
+        f"FROM {source} WHERE jobs.id = v.job_id AND jobs.status = 'running' "
+        f"AND jobs.lease_token = v.held{guard} "
+        "RETURNING id, status, cancel_requested, lease_token, lease_expires_at, progress_pending",
+        {**params, **owner, **_clock(dialect, lease=lease_seconds)},
+    )
+
+
+async def _progress_changes(
+    tx: Transaction, dialect: str, job_ids: Sequence[str]
+) -> list[StoredJob]:
+    """The jobs of `job_ids` whose pending progress may reach the feed now (none did in the
+    last second): each marked as delivered, a new version to log."""
+    source, params = _rows(dialect, (("job_id", "text"),), [(job_id,) for job_id in job_ids])
+    now = _now(dialect)
+    rows = await tx.fetch_all(
+        f"UPDATE jobs SET progress_at = {now}, progress_pending = FALSE, "
+        f"version = version + 1, updated_at = {now} FROM {source} "
+        "WHERE jobs.id = v.job_id AND jobs.status = 'running' AND jobs.progress_pending "
+        f"AND (jobs.progress_at IS NULL OR jobs.progress_at <= {_later(dialect, 'gap')}) "
+        f"{_RETURNING}",
+        {**params, **_clock(dialect, gap=-PROGRESS_INTERVAL_SECONDS)},
+    )
+    return [stored_job(row) for row in rows]
 
 
 # ------------------------------------------------------------------- cancellation
@@ -563,8 +641,8 @@ async def sweep_expired_leases(*, db: Database) -> int:
         "error = CASE WHEN cancel_requested THEN error ELSE 'lease expired' END, "
         f"finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN {now} "
         "ELSE NULL END, "
-        f"lease_expires_at = NULL, version = version + 1, updated_at = {now} "
-        f"WHERE id IN (SELECT id FROM jobs WHERE {expired} "
+        "lease_expires_at = NULL, progress_pending = FALSE, version = version + 1, "
+        f"updated_at = {now} WHERE id IN (SELECT id FROM jobs WHERE {expired} "
         f"ORDER BY lease_expires_at LIMIT {SWEEP_BATCH}{lock}) AND {expired} {_RETURNING}"
     )
     swept = 0

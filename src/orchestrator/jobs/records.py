@@ -18,7 +18,7 @@ FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 JOB_COLUMNS = (
     "id, title, description, status, created_by, version, queue, payload, priority, "
     "max_attempts, attempts, result, error, cancel_requested, worker, started_at, finished_at, "
-    "created_at, updated_at, run_after, unique_key"
+    "created_at, updated_at, run_after, unique_key, progress, progress_message"
 )
 
 
@@ -63,6 +63,8 @@ def job_body(row: Row) -> dict[str, Any]:
         "cancel_requested": bool(row["cancel_requested"]),
         # Who holds (or last held) the job's lease.
         "worker": row["worker"],
+        "progress": float(row["progress"]) if row["progress"] is not None else None,
+        "progress_message": row["progress_message"],
         "run_at": _run_at(row),
         "unique_key": row["unique_key"],
         "started_at": _ts(row["started_at"]),

@@ -1,0 +1,95 @@
+"""The context a Worker hands a handler that takes one: progress rides on the heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from orchestrator.client import AsyncClient, JobContext, Worker
+from tests.client.test_worker_protocol import _Counted, _until, app
+from tests.factories import ADMIN_PASSWORD
+
+__all__ = ["app"]
+
+
+async def test_an_async_handler_reports_progress_through_its_context(app: FastAPI) -> None:
+    go_on = asyncio.Event()
+
+    async def handle(job: dict[str, Any], context: JobContext) -> str:
+        context.progress(0.5, "half way")
+        await go_on.wait()
+        context.progress(0.75)
+        return "done"
+
+    transport = _Counted(app)
+    async with AsyncClient("http://127.0.0.1", transport=transport) as client:
+        await client.login("admin", ADMIN_PASSWORD)
+        job = await client.create_job("progress", queue="ctx")
+        worker = Worker(client, ["ctx"], handle, wait=0.5)
+        running = asyncio.create_task(worker.run(install_signal_handlers=False))
+        try:
+
+            async def shows(progress: float, message: str | None) -> bool:
+                body = await client.get_job(job["id"])
+                return bool((body["progress"], body["progress_message"]) == (progress, message))
+
+            await _until(lambda: shows(0.5, "half way"))
+            go_on.set()
+
+            async def finished() -> bool:
+                return bool((await client.get_job(job["id"]))["status"] == "succeeded")
+
+            await _until(finished)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(running, 10)
+        body = await client.get_job(job["id"])
+        # The last progress may or may not beat the report; the report ends the job either way.
+        assert body["result"] == "done"
+        assert body["progress"] in (0.5, 0.75)
+    # Progress costs no request of its own: it rides on the batched heartbeat.
+    single = [path for path in transport.paths if path.endswith(f"{job['id']}/heartbeat")]
+    assert single == [], transport.paths
+
+
+async def test_a_plain_function_handler_reports_progress_from_its_thread(app: FastAPI) -> None:
+    go_on = threading.Event()
+
+    def handle(job: dict[str, Any], context: JobContext) -> None:
+        context.progress(0.2, f"working on {job['name']}")
+        go_on.wait(30)
+
+    async with AsyncClient("http://127.0.0.1", transport=httpx.ASGITransport(app=app)) as client:
+        await client.login("admin", ADMIN_PASSWORD)
+        job = await client.create_job("threaded", queue="ctx")
+        worker = Worker(client, ["ctx"], handle, wait=0.5)
+        running = asyncio.create_task(worker.run(install_signal_handlers=False))
+        try:
+
+            async def shows() -> bool:
+                body = await client.get_job(job["id"])
+                return bool(body["progress_message"] == "working on threaded")
+
+            await _until(shows)
+            assert (await client.get_job(job["id"]))["progress"] == 0.2
+        finally:
+            go_on.set()
+            worker.stop()
+            await asyncio.wait_for(running, 10)
+
+
+@pytest.mark.parametrize("fraction", [1.5, -0.1, float("nan"), True])
+def test_the_context_refuses_progress_outside_0_to_1(fraction: Any) -> None:
+    from orchestrator.client.calls import JobClaim
+
+    context = JobContext(JobClaim(job={"id": "x"}, token=1, expires_at=""))
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        context.progress(fraction)
+    with pytest.raises(ValueError, match="1000"):
+        context.progress(0.5, "x" * 1001)
+    assert not context.has_progress
