@@ -15,9 +15,9 @@ import pytest
 
 from orchestrator.db.changelog import changes_after, latest_revision
 from orchestrator.services import Services
-from tests.factories import user_headers
+from tests.support.users import user_headers
 from tests.workers.factories import insert_jobs
-from tests.workers.test_leases import Headers, claimed, held
+from tests.workers.support import Headers, claimed, held
 
 HEARTBEAT = "/api/v1/jobs/heartbeat"
 
