@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,10 +15,33 @@ import pytest
 from fastapi import FastAPI
 
 from orchestrator.client import AsyncClient, JobContext, Worker
-from tests.client.test_worker_protocol import _Counted, _until, app
-from tests.factories import ADMIN_PASSWORD
+from tests.support.apps import running_app
+from tests.support.users import ADMIN_PASSWORD
 
-__all__ = ["app"]
+
+class _Counted(httpx.AsyncBaseTransport):
+    """The app's transport, counting requests by path."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.paths: Counter[str] = Counter()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths[request.url.path] += 1
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
+    async with running_app(tmp_path) as application:
+        yield application
+
+
+async def _until(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 async def test_an_async_handler_reports_progress_through_its_context(app: FastAPI) -> None:
