@@ -27,6 +27,12 @@ def body_operations(live: Live) -> list[str]:
     )
 
 
+def accepted_media_types(live: Live, path: str) -> set[str]:
+    """The media types the OpenAPI document says a POST to `path` takes."""
+    spec = httpx.get(f"{live.url}/openapi.json").json()
+    return set(spec["paths"][path]["post"]["requestBody"]["content"])
+
+
 def collection_reads(live: Live) -> list[str]:
     spec = httpx.get(f"{live.url}/openapi.json").json()
     return sorted(
@@ -104,7 +110,12 @@ def test_wrong_content_type_gets_415(
     live: Live, client: httpx.Client, content_type: str | None
 ) -> None:
     before = snapshot(live)
+    media_type = (content_type or "").split(";")[0].strip()
     for path in body_operations(live):
+        if media_type in accepted_media_types(live, path) - {"application/json"}:
+            # Documented as accepted (the browser sign-in takes a form): parsed, then judged.
+            assert_refused(client.post(path, content=b'{"title": "x"}', headers={"Content-Type": content_type or ""}), 422)
+            continue
         headers = {} if content_type is None else {"Content-Type": content_type}
         request = client.build_request("POST", path, content=b'{"title": "x"}', headers=headers)
         if content_type is None:
