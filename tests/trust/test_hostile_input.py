@@ -114,7 +114,12 @@ def test_wrong_content_type_gets_415(
     for path in body_operations(live):
         if media_type in accepted_media_types(live, path) - {"application/json"}:
             # Documented as accepted (the browser sign-in takes a form): parsed, then judged.
-            assert_refused(client.post(path, content=b'{"title": "x"}', headers={"Content-Type": content_type or ""}), 422)
+            assert_refused(
+                client.post(
+                    path, content=b'{"title": "x"}', headers={"Content-Type": content_type or ""}
+                ),
+                422,
+            )
             continue
         headers = {} if content_type is None else {"Content-Type": content_type}
         request = client.build_request("POST", path, content=b'{"title": "x"}', headers=headers)
