@@ -11,8 +11,8 @@ import pytest
 
 from orchestrator.db.changelog import changes_after, latest_revision
 from orchestrator.services import Services
+from tests.support.jobs import make_jobs
 from tests.support.users import admin_headers, user_headers
-from tests.workers.factories import insert_jobs
 from tests.workers.support import Headers, forged, job_row
 
 CLAIM = "/api/v1/jobs/claim"
@@ -46,9 +46,9 @@ async def claim_many(
 async def test_a_batched_claim_takes_up_to_max_jobs_in_claim_order_each_with_its_own_lease(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    low = await insert_jobs(services.db, 3, priority=0)
-    [high] = await insert_jobs(services.db, priority=5)
-    await insert_jobs(services.db, 2, queue="other")
+    low = await make_jobs(services.db, 3, priority=0)
+    [high] = await make_jobs(services.db, priority=5)
+    await make_jobs(services.db, 2, queue="other")
     claims = await claim_many(client, worker, 3)
     assert [c["job"]["id"] for c in claims] == [high, *low[:2]]
     assert all(c["job"]["status"] == "running" for c in claims)
@@ -67,7 +67,7 @@ async def test_a_batched_claim_takes_up_to_max_jobs_in_claim_order_each_with_its
 async def test_complete_with_claim_reports_one_job_and_takes_the_next_in_one_call(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    first, second, third = await insert_jobs(services.db, 3)
+    first, second, third = await make_jobs(services.db, 3)
     [claim] = await claim_many(client, worker, 1)
     lease = lease_of(claim)
     answer = await client.post(
@@ -109,7 +109,7 @@ async def test_complete_with_claim_reports_one_job_and_takes_the_next_in_one_cal
 async def test_a_batched_report_moves_each_job_and_appends_their_changes_together(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    ids = await insert_jobs(services.db, 6, max_attempts=3)
+    ids = await make_jobs(services.db, 6, max_attempts=3)
     claims = await claim_many(client, worker, 3)
     before = await latest_revision(services.db)
     answer = await client.post(
@@ -147,7 +147,7 @@ async def test_a_batched_report_moves_each_job_and_appends_their_changes_togethe
 async def test_a_stale_or_forged_lease_in_a_batch_refuses_only_that_job(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    await insert_jobs(services.db, 4)
+    await make_jobs(services.db, 4)
     a, b, c, d = await claim_many(client, worker, 4)
     stale = {**lease_of(b), **forged(services, b["job"]["id"], 0)}
     wrong_secret = {**lease_of(c), "secret": "x" * 32}
@@ -189,7 +189,7 @@ async def test_a_stale_or_forged_lease_in_a_batch_refuses_only_that_job(
 async def test_batched_heartbeats_extend_every_lease_and_say_which_jobs_to_stop(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    ids = await insert_jobs(services.db, 3, created_by="worker-1")
+    ids = await make_jobs(services.db, 3, created_by="worker-1")
     claims = await claim_many(client, worker, 3, lease_seconds=5)
     cancelled = await client.post(
         f"/api/v1/jobs/{ids[1]}/cancel", headers=await admin_headers(client)
@@ -211,7 +211,7 @@ async def test_batched_heartbeats_extend_every_lease_and_say_which_jobs_to_stop(
 async def test_batches_refuse_bad_input_whole_and_change_nothing(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    await insert_jobs(services.db, 2)
+    await make_jobs(services.db, 2)
     claims = await claim_many(client, worker, 2)
     rows = [await job_row(services, c["job"]["id"]) for c in claims]
     one = lease_of(claims[0])
@@ -237,7 +237,7 @@ async def test_batches_refuse_bad_input_whole_and_change_nothing(
     )
     assert [o["code"] for o in answer.json()["complete"]] == [422, 200]
     # A job reported twice in one call: the first report counts, the second is refused alone.
-    [third] = await insert_jobs(services.db)
+    [third] = await make_jobs(services.db)
     again = await claim_many(client, worker, 1)
     twice = await client.post(
         REPORT,

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from orchestrator.services import Services
+from tests.support.jobs import make_jobs
 from tests.support.users import admin_headers, user_headers
-from tests.workers.factories import insert_jobs
 from tests.workers.support import Headers, claimed, held, job_row
 
 CALLS: dict[str, dict[str, Any]] = {
@@ -34,7 +34,7 @@ async def intruder(client: httpx.AsyncClient, services: Services) -> Headers:
 async def test_another_account_cannot_use_a_lease_even_with_its_token_and_secret(
     client: httpx.AsyncClient, services: Services, owner: Headers, intruder: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db)
+    [job_id] = await make_jobs(services.db)
     lease = held(await claimed(client, owner))
     before = await job_row(services, job_id)
     for call, extra in CALLS.items():
@@ -64,7 +64,7 @@ async def test_another_account_cannot_use_a_lease_even_with_its_token_and_secret
 async def test_the_token_alone_is_not_enough_and_a_wrong_secret_is_409(
     client: httpx.AsyncClient, services: Services, owner: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db)
+    [job_id] = await make_jobs(services.db)
     answer = await claimed(client, owner)
     secret = answer["lease"]["secret"]
     assert len(secret) >= 22  # at least 128 bits in base64
@@ -87,7 +87,7 @@ async def test_cancel_is_for_the_creator_or_an_admin(
 ) -> None:
     creator = await user_headers(client, services, "creator", "member")
     other = await user_headers(client, services, "someone-else", "member")
-    running, pending = await insert_jobs(services.db, 2, created_by="creator")
+    running, pending = await make_jobs(services.db, 2, created_by="creator")
     assert (await claimed(client, owner))["job"]["id"] == running
     for job_id in (pending, running):
         before = await job_row(services, job_id)

@@ -13,8 +13,8 @@ import pytest
 
 from orchestrator.db.changelog import changes_after
 from orchestrator.services import Services
+from tests.support.jobs import make_jobs
 from tests.support.users import admin_headers, user_headers
-from tests.workers.factories import insert_jobs
 from tests.workers.support import Headers, claim, claimed, forged, held, job_row
 
 
@@ -33,7 +33,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0)
 async def _claim_takes_a_job_with_a_lease_from_the_database_clock(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db, payload={"n": 1})
+    [job_id] = await make_jobs(services.db, payload={"n": 1})
     before = time.time()
     answer = await claimed(client, worker, lease_seconds=30, worker="w1")
     assert answer["job"]["id"] == job_id
@@ -73,10 +73,10 @@ async def _bad_claims_get_422(client: httpx.AsyncClient, worker: Headers) -> Non
 async def _highest_priority_then_oldest_first_and_only_listed_queues(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    [old_low] = await insert_jobs(services.db, priority=0)
-    [high] = await insert_jobs(services.db, priority=5)
-    [new_low] = await insert_jobs(services.db, priority=0)
-    [other] = await insert_jobs(services.db, queue="other", priority=9)
+    [old_low] = await make_jobs(services.db, priority=0)
+    [high] = await make_jobs(services.db, priority=5)
+    [new_low] = await make_jobs(services.db, priority=0)
+    [other] = await make_jobs(services.db, queue="other", priority=9)
     order = [(await claimed(client, worker))["job"]["id"] for _ in range(3)]
     assert order == [high, old_low, new_low]
     assert (await claimed(client, worker, queues=["other"]))["job"]["id"] == other
@@ -85,7 +85,7 @@ async def _highest_priority_then_oldest_first_and_only_listed_queues(
 async def _concurrent_claims_never_share_a_job(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    ids = await insert_jobs(services.db, 20)
+    ids = await make_jobs(services.db, 20)
     answers = await asyncio.gather(*(claim(client, worker) for _ in range(30)))
     taken = [a.json()["job"]["id"] for a in answers if a.status_code == 200]
     others = [(a.status_code, a.text[:300]) for a in answers if a.status_code not in (200, 204)]
@@ -100,7 +100,7 @@ async def _a_waiting_claim_is_woken_by_a_new_job(
     waiting = asyncio.create_task(claim(client, worker, wait=20))
     await asyncio.sleep(0.3)  # let the claim find nothing and start waiting
     assert not waiting.done()
-    [job_id] = await insert_jobs(services.db)
+    [job_id] = await make_jobs(services.db)
     response = await waiting
     assert response.status_code == 200
     assert response.json()["job"]["id"] == job_id
@@ -118,7 +118,7 @@ async def _an_empty_wait_ends_with_204_after_the_wait(
 async def _heartbeat_extends_the_lease_and_stale_tokens_get_409(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db)
+    [job_id] = await make_jobs(services.db)
     answer = await claimed(client, worker, lease_seconds=5)
     lease = answer["lease"]
     beat = await client.post(
@@ -159,7 +159,7 @@ async def _heartbeat_extends_the_lease_and_stale_tokens_get_409(
 async def _complete_records_the_result_once_and_repeats_answer_the_same(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db)
+    [job_id] = await make_jobs(services.db)
     lease = held(await claimed(client, worker))
     token = lease["token"]
     url = f"/api/v1/jobs/{job_id}/complete"
@@ -179,7 +179,7 @@ async def _complete_records_the_result_once_and_repeats_answer_the_same(
 async def _a_lease_taken_over_fences_off_the_first_worker(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db)
+    [job_id] = await make_jobs(services.db)
     first = held(await claimed(client, worker, lease_seconds=1))
 
     async def back_to_pending() -> bool:
@@ -205,7 +205,7 @@ async def _a_lease_taken_over_fences_off_the_first_worker(
 async def test_failures_retry_after_backoff_until_max_attempts(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db, max_attempts=3)
+    [job_id] = await make_jobs(services.db, max_attempts=3)
     claimed_at: list[float] = []
     for attempt in (1, 2, 3):
         answer = await claimed(client, worker, wait=10)
@@ -231,7 +231,7 @@ async def test_failures_retry_after_backoff_until_max_attempts(
 async def _fail_without_retry_fails_at_once(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db, max_attempts=5)
+    [job_id] = await make_jobs(services.db, max_attempts=5)
     lease = held(await claimed(client, worker))
     answer = await client.post(
         f"/api/v1/jobs/{job_id}/fail",
@@ -245,7 +245,7 @@ async def _fail_without_retry_fails_at_once(
 async def _expired_leases_return_to_pending_or_fail_when_no_attempts_are_left(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db, max_attempts=2)
+    [job_id] = await make_jobs(services.db, max_attempts=2)
     for attempt, status in ((1, "pending"), (2, "failed")):
         answer = await claimed(client, worker, lease_seconds=1, wait=10)
         assert answer["job"]["attempts"] == attempt
@@ -262,7 +262,7 @@ async def _expired_leases_return_to_pending_or_fail_when_no_attempts_are_left(
 async def _release_gives_the_job_back_without_counting_the_attempt(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db)
+    [job_id] = await make_jobs(services.db)
     lease = held(await claimed(client, worker))
     answer = await client.post(f"/api/v1/jobs/{job_id}/release", json=lease, headers=worker)
     assert answer.json()["status"] == "pending"
@@ -274,7 +274,7 @@ async def _cancel_pending_running_and_finished_jobs(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     member = await user_headers(client, services, "member-1", "member")
-    [pending] = await insert_jobs(services.db, queue="a", created_by="member-1")
+    [pending] = await make_jobs(services.db, queue="a", created_by="member-1")
     answer = await client.post(f"/api/v1/jobs/{pending}/cancel", headers=member)
     assert answer.status_code == 200
     assert answer.json()["status"] == "cancelled"
@@ -282,7 +282,7 @@ async def _cancel_pending_running_and_finished_jobs(
     again = await client.post(f"/api/v1/jobs/{pending}/cancel", headers=member)
     assert again.status_code == 409
 
-    [running] = await insert_jobs(services.db, queue="b", created_by="member-1")
+    [running] = await make_jobs(services.db, queue="b", created_by="member-1")
     lease = held(await claimed(client, worker, queues=["b"]))
     requested = await client.post(f"/api/v1/jobs/{running}/cancel", headers=member)
     assert requested.status_code == 202
@@ -305,7 +305,7 @@ async def _a_running_job_whose_worker_is_silent_is_cancelled_at_lease_expiry(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     member = await user_headers(client, services, "member-1", "member")
-    [job_id] = await insert_jobs(services.db, created_by="member-1")
+    [job_id] = await make_jobs(services.db, created_by="member-1")
     await claimed(client, worker, lease_seconds=1)
     assert (await client.post(f"/api/v1/jobs/{job_id}/cancel", headers=member)).status_code == 202
 
@@ -318,7 +318,7 @@ async def _a_running_job_whose_worker_is_silent_is_cancelled_at_lease_expiry(
 async def _illegal_transitions_get_409_and_change_nothing(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db)
+    [job_id] = await make_jobs(services.db)
     before = await job_row(services, job_id)
     never = forged(services, job_id, 0)
     for verb, body in (
@@ -345,7 +345,7 @@ async def _every_transition_is_in_the_change_log_in_order(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
     start = (await changes_after(services.db, revision=0))[-1].revision
-    [job_id] = await insert_jobs(services.db, max_attempts=2)
+    [job_id] = await make_jobs(services.db, max_attempts=2)
     lease = held(await claimed(client, worker))
     url = f"/api/v1/jobs/{job_id}"
     await client.post(f"{url}/fail", json={**lease, "error": "x"}, headers=worker)
