@@ -27,7 +27,7 @@ from playwright.sync_api import Page, sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.console.browser import CHROMIUM_ARGS, chromium_or_skip
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 
 from bench.seed import seed_jobs
 

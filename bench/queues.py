@@ -52,6 +52,7 @@ from pathlib import Path
 import asyncpg
 
 from bench import servers
+from bench.servers import Child, descendants
 
 REPO = servers.REPO
 SYSTEMS = ("sqlite", "postgres", "celery", "procrastinate")
@@ -77,24 +78,6 @@ def process_cpu(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def descendants(pid: int) -> list[int]:
-    """`pid` and every live process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
 
 
 PidSource = Callable[[], list[int]]
@@ -168,50 +151,6 @@ class PostgresBackends:
 
 
 # ------------------------------------------------------------------------------ processes
-
-
-@dataclass
-class Child:
-    """A process the benchmark started, with its log."""
-
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Child:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                env={**os.environ, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{tail}")
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            for pid in reversed(descendants(self.process.pid)):
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self.process.wait()
 
 
 def run_to_end(command: list[str], env: dict[str, str], what: str) -> None:
@@ -387,7 +326,7 @@ def measure(system: System, args: argparse.Namespace, workdir: Path, figures: Fi
         produce(args.jobs, steady, args.rate)
         wait_done(done_file, args.jobs + steady, [worker])
     finally:
-        worker.stop()
+        worker.stop(timeout=30)
     times = sorted(at for n, at in read_times(done_file).items() if n < args.jobs)
     figures.drain_rate.append((len(times) - 1) / (times[-1] - times[0]))
     figures.server_cpu.append(server_cpu / (args.jobs - 1) * 1000)

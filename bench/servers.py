@@ -1,7 +1,9 @@
-"""The processes under load: the raw-ASGI reference and `orchestrator serve`, on loopback."""
+"""Child processes of the benchmarks and the tests, and the ones under load: the raw-ASGI
+reference and `orchestrator serve`, on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -11,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -25,69 +28,107 @@ def free_port() -> int:
         return port
 
 
+def descendants(pid: int) -> list[int]:
+    """`pid` and every live process below it, parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
 @dataclass
-class Server:
-    """One child process serving HTTP on a loopback port."""
+class Child:
+    """A process we started, logging to `log_path`; stopped by its own pid, never by name."""
 
     name: str
     command: list[str]
     env: dict[str, str]
     log_path: Path
-    cwd: Path
-    port: int = field(default_factory=free_port)
+    cwd: Path = REPO
     process: subprocess.Popen[bytes] | None = None
+    terminated: bool = False
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def arguments(self) -> list[str]:
+        """The command line it is started with."""
+        return self.command
 
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+    def environment(self) -> dict[str, str]:
+        """Its environment: ours, with `env` on top."""
+        return {**os.environ, **self.env}
+
+    def launch(self) -> None:
+        self.terminated = False
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.arguments(),
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=str(self.cwd),
+            )
+
+    def start(self) -> Self:
+        self.launch()
+        return self
 
     @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
 
-    def launch(self) -> None:
-        env = {**os.environ, **self.env}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*self.command, "--port", str(self.port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=str(self.cwd),
-            )
-
-    def wait_ready(self, health_path: str = "/health", timeout: float = 60.0) -> None:
+    def signal(self, sig: signal.Signals) -> None:
         assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early:\n{self.tail()}")
-            try:
-                if httpx.get(self.url + health_path, timeout=0.5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not start:\n{self.tail()}")
+        self.process.send_signal(sig)
 
-    def stop(self) -> None:
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{self.tail()}")
+
+    def terminate(self) -> None:
+        """One SIGTERM (a second one, during a graceful shutdown, may cut it short), after a
+        SIGCONT in case the process was stopped."""
+        if self.process is not None and self.process.poll() is None and not self.terminated:
+            self.terminated = True
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL (to it and to what it started) if it does not end in time;
+        the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL to the process and every process below it."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        for pid in reversed(descendants(self.process.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
+        return self.logs()[-3000:]
 
     def memory_kib(self) -> tuple[int, int]:
         """(current RSS, peak RSS) in KiB, from /proc."""
@@ -107,6 +148,52 @@ class Server:
         """Whether each of `needles` names a shared object mapped into the process."""
         maps = Path(f"/proc/{self.pid}/maps").read_text()
         return {needle: needle in maps for needle in needles}
+
+
+@dataclass
+class Server(Child):
+    """A child serving HTTP on a loopback port, given to it as `--port`."""
+
+    port: int = field(default_factory=free_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def arguments(self) -> list[str]:
+        return [*self.command, "--port", str(self.port)]
+
+    def ready(self) -> bool:
+        """Whether it serves: its health check answers 200."""
+        try:
+            return httpx.get(self.url + "/health", timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.tail()}")
+            if self.ready():
+                return
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"{self.name} did not start:\n{self.tail()}")
+
+    def start(self, timeout: float = 60.0) -> Self:
+        """Launch it and wait until its health check answers."""
+        self.launch()
+        self.wait_ready(timeout=timeout)
+        return self
+
+
+SERVE = [sys.executable, "-m", "orchestrator", "serve", "--host", "127.0.0.1"]
 
 
 def reference(workdir: Path) -> Server:
@@ -138,7 +225,7 @@ def service(
     env.update(extra_env or {})
     return Server(
         name=name,
-        command=[sys.executable, "-m", "orchestrator", "serve", "--host", "127.0.0.1"],
+        command=SERVE,
         env=env,
         log_path=workdir / f"{name}.log",
         cwd=data_dir,

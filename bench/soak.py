@@ -40,7 +40,7 @@ from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 
 ADMIN_PASSWORD = "soak-admin-password"
 RSS_LIMIT_MB = 50.0

@@ -9,60 +9,37 @@ complete pre-created jobs. A job costs a claim and a complete (two writes); a ta
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench/workers.py`
+
 import argparse
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpx
-
+from bench.servers import SERVE, Server
 from orchestrator.client import AsyncClient
 
 PASSWORD = "bench-admin-password"
 WORKERS = 4
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def start_server(directory: Path, database_url: str | None) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def start_server(directory: Path, database_url: str | None) -> Server:
     env = {
-        **os.environ,
         "ORCH_DATA_DIR": str(directory),
         "ORCH_ADMIN_PASSWORD": PASSWORD,
-        "ORCH_HOST": "127.0.0.1",
-        "ORCH_PORT": str(port),
         "ORCH_LOG_LEVEL": "WARNING",
         "ORCH_RATE_LIMIT_ENABLED": "false",
         "ORCH_ENVIRONMENT": "test",
     }
     if database_url:
         env["ORCH_DATABASE_URL"] = database_url
-    log = (directory / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "serve"], env=env, stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
+    server = Server("server", SERVE, env, directory / "server.log", cwd=directory)
+    return server.start()
 
 
 async def client(url: str) -> AsyncClient:
@@ -116,14 +93,14 @@ async def main() -> None:
     parser.add_argument("--database-url")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_server(Path(tmp), args.database_url)
+        server = start_server(Path(tmp), args.database_url)
+        url = server.url
         try:
             task_rate = await timed(url, args.tasks, create_tasks)
             await split(url, args.jobs, create_jobs)
             job_rate = await timed(url, args.jobs, work_jobs)
         finally:
-            proc.terminate()
-            proc.wait(15)
+            server.stop()
     backend = "postgresql" if args.database_url else "sqlite"
     print(f"backend: {backend}, one server process, {WORKERS} concurrent clients")
     print(

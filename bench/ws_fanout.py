@@ -30,8 +30,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.server import ServerProcess
 from tests.support.databases import create_postgres_database, drop_postgres_database
+
+from bench.servers import SERVE, Server
 
 ADMIN_PASSWORD = "bench-admin-password"
 SECRET = "bench-secret-" + "b" * 40
@@ -176,8 +177,9 @@ async def measure(
     )
 
 
-def _start(env: dict[str, str], log: Path) -> ServerProcess:
-    return ServerProcess(env=env, log_path=log).start(timeout=120)
+def _start(env: dict[str, str], log: Path) -> Server:
+    server = Server(log.stem, SERVE, {"ORCH_RATE_LIMIT_ENABLED": "false", **env}, log, log.parent)
+    return server.start(timeout=120)
 
 
 async def run(subscribers: int, rounds: int, postgres: bool) -> None:
@@ -195,7 +197,7 @@ async def run(subscribers: int, rounds: int, postgres: bool) -> None:
         }
         if database_url:
             env["ORCH_DATABASE_URL"] = database_url
-        servers: list[ServerProcess] = []
+        servers: list[Server] = []
         try:
             servers.append(await asyncio.to_thread(_start, env, root / "writer.log"))
             if postgres:

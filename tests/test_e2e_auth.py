@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from tests.cli_runner import run_cli
-from tests.server import ServerProcess, free_port
 from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.servers import ServerProcess, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

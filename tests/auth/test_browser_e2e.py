@@ -19,7 +19,7 @@ from orchestrator.db import open_database
 from orchestrator.db.changelog import record_change
 from orchestrator.representation import canonical_json
 from tests.console.browser import launch, visit
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

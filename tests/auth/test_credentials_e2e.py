@@ -16,12 +16,12 @@ from websockets.asyncio.client import connect
 
 from orchestrator.db.migrate import upgrade
 from tests.changes.support import ADMIN_PASSWORD, close_code, connected, stack
-from tests.server import ServerProcess
 from tests.support.databases import (
     create_postgres_database,
     drop_postgres_database,
     require_postgres,
 )
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

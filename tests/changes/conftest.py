@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.db import open_database
 from tests.changes.support import Stack, server_env, sqlite_url
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 
 
 @pytest.fixture(scope="package")

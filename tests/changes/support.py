@@ -21,7 +21,7 @@ from orchestrator.auth.users import Role
 from orchestrator.db import Database, open_database
 from orchestrator.db.changelog import record_change
 from orchestrator.representation import canonical_json
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 from tests.support.users import make_user
 
 SECRET = "realtime-test-secret-" + "k" * 40

@@ -16,7 +16,7 @@ from orchestrator.config import Settings
 from orchestrator.db.changelog import latest_revision
 from orchestrator.services import Services
 from tests.changes.support import connected, mint_token, until, write_task, ws_connect
-from tests.server import ServerProcess, free_port
+from tests.support.servers import ServerProcess, free_port
 from tests.support.settings import make_settings
 from tests.support.users import make_user
 

@@ -27,12 +27,12 @@ from tests.changes.support import (
     subscribe,
     ws_connect,
 )
-from tests.server import ServerProcess
 from tests.support.databases import (
     create_postgres_database,
     drop_postgres_database,
     require_postgres,
 )
+from tests.support.servers import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

@@ -12,7 +12,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.changes.support import mint_token, server_env, ws_connect
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator.db.changelog import latest_revision
 from tests.changes.support import Stack, first_events, mint_token, server_env
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from orchestrator.client import AsyncClient, Client, ConflictError
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "sdk-admin-password"

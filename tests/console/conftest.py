@@ -9,7 +9,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.console.browser import SCREENSHOTS, Visit, launch, visit
 from tests.console.support import console_server
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 
 
 @pytest.fixture(scope="module")

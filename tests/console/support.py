@@ -17,7 +17,7 @@ from playwright.sync_api import Locator, Page, expect
 
 from orchestrator.auth.users import Role
 from orchestrator.db import open_database
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 from tests.support.users import make_user as store_user
 
 ADMIN_PASSWORD = "console-admin-password"

@@ -20,7 +20,7 @@ from tests.console.support import (
     unique,
     wait_until_pruned,
 )
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

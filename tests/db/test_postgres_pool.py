@@ -13,12 +13,12 @@ import pytest
 from orchestrator.db.migrate import upgrade
 from tests.changes.support import mint_token, server_env
 from tests.netproxy import NetProxy
-from tests.server import ServerProcess
 from tests.support.databases import (
     create_postgres_database,
     drop_postgres_database,
     require_postgres,
 )
+from tests.support.servers import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

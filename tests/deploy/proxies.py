@@ -9,16 +9,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from tests.server import free_port
+from bench.servers import Server, free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -42,48 +37,23 @@ def _substitute(text: str, pattern: str, replacements: list[str]) -> str:
     return text
 
 
-@dataclass
-class ProxyProcess:
-    name: str
-    workdir: Path
-    port: int
-    command: list[str]
-    process: subprocess.Popen[bytes] | None = None
+class ProxyProcess(Server):
+    """A proxy in the foreground, listening on `port` (its configuration says so); ready when
+    the port takes a connection."""
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, name: str, workdir: Path, port: int, command: list[str]) -> None:
+        super().__init__(name, command, {}, workdir / "proxy.out", workdir, port=port)
+        self.workdir = workdir
 
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+    def arguments(self) -> list[str]:
+        return self.command
 
-    def start(self, timeout: float = 15.0) -> ProxyProcess:
-        with (self.workdir / "proxy.out").open("ab") as out:
-            self.process = subprocess.Popen(
-                self.command, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.logs()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not listen:\n{self.logs()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
+    def ready(self) -> bool:
         try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
 
     def logs(self) -> str:
         return "\n".join(

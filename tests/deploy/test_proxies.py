@@ -16,12 +16,12 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from orchestrator.db.migrate import upgrade
 from tests.deploy.proxies import ProxyProcess, haproxy, nginx
-from tests.server import ServerProcess
 from tests.support.databases import (
     create_postgres_database,
     drop_postgres_database,
     require_postgres,
 )
+from tests.support.servers import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 

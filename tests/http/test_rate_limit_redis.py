@@ -19,9 +19,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.netproxy import NetProxy
-from tests.server import ServerProcess, free_port
 from tests.support.apps import client_for, running_app
 from tests.support.databases import REDIS_URL, REQUIRE_SERVICES
+from tests.support.servers import ServerProcess, free_port
 
 pytestmark = pytest.mark.redis
 # generous: a loaded CI machine can take a while to start a server (migrations, argon2 warm-up)

@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.cli_runner import run_cli
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 
 ERROR_LINE = re.compile(r'"level": ?"(error|critical)"|Traceback')
 ADMIN_PASSWORD = "quiet-admin-password"

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 from tests.support.users import ADMIN_PASSWORD
 
 SECRET = "trust-test-secret-key-" + "x" * 32

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 from tests.trust import pgcluster
 from tests.trust.history import TASKS, History, check, read_stored
 from tests.trust.live import admin_token, start_server

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 from tests.support.users import ADMIN_PASSWORD
 from tests.trust import pgcluster
 from tests.trust.live import start_server

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from bench.servers import Child, free_port
 
-from tests.server import free_port
 from tests.trust.live import admin_token, start_server
 
 pytestmark = [
@@ -23,26 +22,17 @@ pytestmark = [
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def redis_server(tmp_path: Path) -> Iterator[tuple[Child, str]]:
     """A throwaway Redis this test may kill."""
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = Child(
+        "redis-server",
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        {},
+        tmp_path / "redis.log",
+        tmp_path,
+    ).start()  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     deadline = time.monotonic() + 10
@@ -61,7 +51,6 @@ def redis_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]
         yield proc, url
     finally:
         proc.kill()
-        proc.wait()
 
 
 def _login(client: httpx.Client, username: str) -> int:
@@ -74,7 +63,7 @@ def _login(client: httpx.Client, username: str) -> int:
 
 
 def test_redis_down_degrades_to_local_limits_without_5xx(
-    redis_server: tuple[subprocess.Popen[bytes], str], tmp_path: Path
+    redis_server: tuple[Child, str], tmp_path: Path
 ) -> None:
     proc, url = redis_server
     server = start_server(
@@ -90,7 +79,6 @@ def test_redis_down_degrades_to_local_limits_without_5xx(
         with httpx.Client(base_url=server.url, timeout=10) as client:
             assert [_login(client, "victim") for _ in range(4)] == [401, 401, 401, 429]
             proc.kill()
-            proc.wait()
             # Limits still hold, now counted in this process.
             statuses = [_login(client, "victim2") for _ in range(5)]
             assert statuses[:3] == [401, 401, 401]

@@ -1,40 +1,44 @@
-"""`orchestrator worker` in child processes."""
+"""`orchestrator worker` in child processes, handled as every child of the tests is."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.servers import Child
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class WorkerProcess:
-    name: str
-    url: str
-    password: str
-    log_path: Path
-    handler_log: Path
-    lease_seconds: float = 1
-    queue: str = "default"
-    username: str = "admin"
-    wait: float = 1
-    grace: float = 5
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-    terminated: bool = False
+class WorkerProcess(Child):
+    """A worker running `tests.workers.handlers:record`; `env` (settable before `start`) goes
+    on top of its own."""
 
-    def start(self) -> WorkerProcess:
-        env = {
-            **os.environ,
-            "ORCH_PASSWORD": self.password,
-            "ORCH_TEST_HANDLER_LOG": str(self.handler_log),
-            **self.env,
-        }
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        password: str,
+        log_path: Path,
+        handler_log: Path,
+        *,
+        lease_seconds: float = 1,
+        queue: str = "default",
+        username: str = "admin",
+        wait: float = 1,
+        grace: float = 5,
+    ) -> None:
+        super().__init__(name=name, command=[], env={}, log_path=log_path, cwd=REPO)
+        self.url = url
+        self.password = password
+        self.handler_log = handler_log
+        self.lease_seconds = lease_seconds
+        self.queue = queue
+        self.username = username
+        self.wait = wait
+        self.grace = grace
+
+    def arguments(self) -> list[str]:
         command = [
             sys.executable, "-m", "orchestrator", "worker",
             "--queue", self.queue,
@@ -48,40 +52,15 @@ class WorkerProcess:
             command += ["--url", self.url]
         if self.username:
             command += ["--username", self.username]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
-            )
-        return self
+        return command
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    def terminate(self) -> None:
-        """One SIGTERM (a second one, after the worker's shutdown, would kill it)."""
-        if self.process is not None and self.process.poll() is None and not self.terminated:
-            self.terminated = True
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
+    def environment(self) -> dict[str, str]:
+        return {
+            **super().environment(),
+            "ORCH_PASSWORD": self.password,
+            "ORCH_TEST_HANDLER_LOG": str(self.handler_log),
+            **self.env,
+        }
 
     def stop(self, timeout: float = 20) -> int | None:
-        """SIGTERM, then SIGKILL if it does not end in time; the exit code."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return super().stop(timeout)

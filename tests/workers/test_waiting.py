@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from orchestrator.services import Services
+from tests.support.jobs import make_jobs
 from tests.support.users import user_headers
-from tests.workers.factories import insert_jobs
 from tests.workers.support import Headers, claim
 
 # Far longer than any wake-up takes: a claim answered before it was woken, not by its wait.
@@ -25,7 +25,7 @@ async def worker(client: httpx.AsyncClient, services: Services) -> Headers:
 async def test_a_waiting_claim_gets_a_job_when_it_becomes_due(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db, queue="later", due_in=1.0)
+    [job_id] = await make_jobs(services.db, queue="later", due_in=1.0)
     started = time.monotonic()
     answer = await claim(client, worker, queues=["later"], wait=WAIT)
     assert answer.status_code == 200
@@ -40,7 +40,7 @@ async def test_a_claim_that_stops_waiting_leaves_the_due_job_to_another(
     long = asyncio.create_task(claim(client, worker, queues=["later"], wait=WAIT))
     await asyncio.sleep(0.1)  # both wait
     started = time.monotonic()
-    [job_id] = await insert_jobs(services.db, queue="later", due_in=1.5)
+    [job_id] = await make_jobs(services.db, queue="later", due_in=1.5)
     assert (await short).status_code == 204
     answer = await long
     assert answer.status_code == 200
@@ -55,7 +55,7 @@ async def test_each_new_job_goes_to_one_of_many_waiting_claims(
         asyncio.create_task(claim(client, worker, queues=["x", "y"], wait=1.5)) for _ in range(4)
     ]
     await asyncio.sleep(0.2)
-    ids = [*await insert_jobs(services.db, queue="y"), *await insert_jobs(services.db, queue="x")]
+    ids = [*await make_jobs(services.db, queue="y"), *await make_jobs(services.db, queue="x")]
     answers = await asyncio.gather(*waiting)
     taken = sorted(a.json()["job"]["id"] for a in answers if a.status_code == 200)
     assert taken == sorted(ids)

@@ -16,7 +16,7 @@ from orchestrator.auth.users import get_user
 from orchestrator.client import Client
 from orchestrator.db import open_database
 from tests.cli_runner import run_cli
-from tests.server import ServerProcess, free_port
+from tests.support.servers import ServerProcess, free_port
 from tests.workers.processes import WorkerProcess
 
 pytestmark = pytest.mark.e2e

@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from orchestrator.db import Database, open_database
-from tests.server import ServerProcess
 from tests.support.databases import create_postgres_database, drop_postgres_database
-from tests.workers.factories import insert_jobs
+from tests.support.jobs import make_jobs
+from tests.support.servers import ServerProcess
 from tests.workers.processes import WorkerProcess
 
 pytestmark = pytest.mark.e2e
@@ -110,7 +110,7 @@ def handled(tmp_path: Path) -> list[tuple[str, int]]:
 async def test_four_workers_complete_a_thousand_jobs_exactly_once(
     db: Database, spawn: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
-    ids = await insert_jobs(db, 1000, payload={"n": 1})
+    ids = await make_jobs(db, 1000, payload={"n": 1})
     workers = [spawn(f"w{n}", lease_seconds=10) for n in range(4)]
 
     async def all_done() -> bool:
@@ -136,7 +136,7 @@ async def test_crashed_stalled_and_cancelled_workers(
 ) -> None:
     # SIGKILL mid-job: the job is leased again once the lease expires, and succeeds once.
     first = spawn("killed")
-    [crashed] = await insert_jobs(db, payload={"gate": str(tmp_path / "never")})
+    [crashed] = await make_jobs(db, payload={"gate": str(tmp_path / "never")})
 
     async def running(job_id: str) -> bool:
         return str((await job(db, job_id))["status"]) == "running"
@@ -158,7 +158,7 @@ async def test_crashed_stalled_and_cancelled_workers(
 
     # SIGSTOP past the lease: another worker takes over; the first one's reports get 409.
     gate = tmp_path / "gate"
-    [stalled] = await insert_jobs(db, payload={"gate": str(gate)})
+    [stalled] = await make_jobs(db, payload={"gate": str(gate)})
     await until(lambda: running(stalled))
     assert (await job(db, stalled))["worker"] == "second"
     second.signal(signal.SIGSTOP)
@@ -174,7 +174,7 @@ async def test_crashed_stalled_and_cancelled_workers(
     assert row["attempts"] == 2
 
     # Cancelling a running job: the worker sees it in its heartbeat answer and stops.
-    [cancelled] = await insert_jobs(db, payload={"gate": str(tmp_path / "later")})
+    [cancelled] = await make_jobs(db, payload={"gate": str(tmp_path / "later")})
     await until(lambda: running(cancelled))
     async with httpx.AsyncClient(base_url=server.url) as http:
         token = (
