@@ -14,13 +14,8 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from orchestrator.db.migrate import upgrade
 from tests.changes.support import ADMIN_PASSWORD, close_code, connected, stack
-from tests.support.databases import (
-    create_postgres_database,
-    drop_postgres_database,
-    require_postgres,
-)
+from tests.support.databases import migrated_postgres_database
 from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -28,13 +23,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    require_postgres()
-    url = asyncio.run(create_postgres_database())
-    try:
-        upgrade(url)
+    with migrated_postgres_database() as url:
         yield url
-    finally:
-        asyncio.run(drop_postgres_database(url))
 
 
 async def sign_in(client: httpx.AsyncClient, server: ServerProcess) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from orchestrator.db import open_database
 from orchestrator.db.changelog import Change, latest_revision, record_change
 from orchestrator.db.database import PostgresDatabase, postgres_dsn
 from orchestrator.db.feed import ChangeFeed
-from orchestrator.db.migrate import upgrade
 from orchestrator.representation import canonical_json
 from tests.changes.support import (
     Stack,
@@ -27,11 +26,7 @@ from tests.changes.support import (
     subscribe,
     ws_connect,
 )
-from tests.support.databases import (
-    create_postgres_database,
-    drop_postgres_database,
-    require_postgres,
-)
+from tests.support.databases import migrated_postgres_database
 from tests.support.servers import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -39,13 +34,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    require_postgres()
-    url = asyncio.run(create_postgres_database())
-    try:
-        upgrade(url)
+    with migrated_postgres_database() as url:
         yield url
-    finally:
-        asyncio.run(drop_postgres_database(url))
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
 import pytest
+
+from orchestrator.db.migrate import upgrade
 
 POSTGRES_URL = os.environ.get(
     "ORCH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -74,6 +78,19 @@ def require_postgres() -> None:
         if REQUIRE_SERVICES:
             pytest.fail(f"PostgreSQL is required but not reachable at {POSTGRES_URL}")
         pytest.skip("PostgreSQL is not reachable")
+
+
+@contextmanager
+def migrated_postgres_database() -> Iterator[str]:
+    """A fresh database with every migration applied, dropped afterwards (for fixtures that
+    run no event loop of their own, such as those of server processes)."""
+    require_postgres()
+    url = asyncio.run(create_postgres_database())
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        asyncio.run(drop_postgres_database(url))
 
 
 def sqlite_url(data_dir: Path) -> str:
