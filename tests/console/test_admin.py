@@ -15,7 +15,7 @@ from tests.console.support import (
     sign_in,
     unique,
 )
-from tests.server import ServerProcess
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

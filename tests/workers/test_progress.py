@@ -15,8 +15,8 @@ import pytest
 
 from orchestrator.db.changelog import changes_after, latest_revision
 from orchestrator.services import Services
+from tests.support.jobs import make_jobs
 from tests.support.users import user_headers
-from tests.workers.factories import insert_jobs
 from tests.workers.support import Headers, claimed, held
 
 HEARTBEAT = "/api/v1/jobs/heartbeat"
@@ -60,7 +60,7 @@ async def progress_changes(services: Services, job_id: str, after: int) -> list[
 async def test_a_heartbeat_stores_progress_and_message_and_the_job_shows_them(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db)
+    [job_id] = await make_jobs(services.db)
     assert (await job(client, worker, job_id))["progress"] is None
     lease = held(await claimed(client, worker))
     answer = await beat(client, worker, job_id, lease, progress=0.25, message="reading input")
@@ -101,7 +101,7 @@ async def test_a_heartbeat_stores_progress_and_message_and_the_job_shows_them(
 async def test_bad_progress_gets_422_in_the_envelope_and_changes_nothing(
     client: httpx.AsyncClient, services: Services, worker: Headers, bad: dict[str, Any]
 ) -> None:
-    [job_id] = await insert_jobs(services.db)
+    [job_id] = await make_jobs(services.db)
     lease = held(await claimed(client, worker))
     assert (await beat(client, worker, job_id, lease, progress=0.5, message="ok")).is_success
     before = await job(client, worker, job_id)
@@ -123,7 +123,7 @@ async def test_bad_progress_gets_422_in_the_envelope_and_changes_nothing(
 async def test_progress_100_times_a_second_reaches_the_feed_at_most_once_a_second_per_job(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    first, second = await insert_jobs(services.db, 2)
+    first, second = await make_jobs(services.db, 2)
     leases = {
         claim["job"]["id"]: held(claim)
         for claim in [await claimed(client, worker), await claimed(client, worker)]
@@ -168,7 +168,7 @@ async def test_progress_100_times_a_second_reaches_the_feed_at_most_once_a_secon
 async def test_a_new_claim_starts_without_the_last_attempts_progress(
     client: httpx.AsyncClient, services: Services, worker: Headers
 ) -> None:
-    [job_id] = await insert_jobs(services.db)
+    [job_id] = await make_jobs(services.db)
     lease = held(await claimed(client, worker))
     assert (await beat(client, worker, job_id, lease, progress=0.9, message="almost")).is_success
     released = await client.post(f"/api/v1/jobs/{job_id}/release", json=lease, headers=worker)
