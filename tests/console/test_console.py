@@ -446,3 +446,42 @@ def test_statuses_the_api_adds_are_kept_in_lifecycle_order(page: Page) -> None:
         "list": ["waiting", "pending", "running", "succeeded", "failed", "cancelled", "archived"],
         "added": ["waiting", "archived"],
     }
+
+
+def test_a_selection_is_cancelled_with_the_keyboard_alone(
+    page: Page, server: ServerProcess
+) -> None:
+    username = unique("typist")
+    make_user(server, username, "member")
+    queue = unique("keys")
+    with api_client(server, username, PASSWORD) as mine:
+        job = create_job(mine, unique("Keyboard job"), queue)
+    sign_in(page, username)
+    page.goto(f"/console#/jobs?queue={queue}")
+    live(page)
+    box = page.get_by_label(f"Select {job['name']}")
+    box.focus()
+    page.keyboard.press("Space")
+    expect(box).to_be_checked()
+    cancel = page.get_by_role("button", name="Cancel selected")
+    for _ in range(20):
+        if cancel.evaluate("(button) => button === document.activeElement"):
+            break
+        page.keyboard.press("Shift+Tab")
+    expect(cancel).to_be_focused()
+
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_role("button", name="Go back")).to_be_focused()
+    page.keyboard.press("Escape")  # closes it, and nothing happens
+    expect(dialog).to_have_count(0)
+    expect(cancel).to_be_focused()
+    expect(row_of(page, job["name"])).to_contain_text("pending")
+
+    page.keyboard.press("Enter")
+    expect(dialog.get_by_role("button", name="Go back")).to_be_focused()
+    page.keyboard.press("Shift+Tab")
+    expect(dialog.get_by_role("button", name="Cancel 1 job")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Cancelled 1 job.")).to_be_visible()
+    expect(row_of(page, job["name"])).to_contain_text("cancelled")
