@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -197,3 +199,56 @@ async def test_a_unique_key_is_not_an_idempotency_key(
     assert once.status_code == twice.status_code == 200
     assert twice.headers["idempotent-replayed"] == "true"
     assert twice.headers["orchestrator-duplicate-of"] == first.json()["id"]
+
+
+# Far longer than any wake-up takes: a claim answered before its wait ran out was woken.
+WAIT = 10.0
+
+
+async def test_a_waiting_claim_is_woken_when_a_retry_backoff_ends(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    headers = admin_auth(services)
+    worker = await account(services, "robot", role="worker")
+    job = (await create(client, headers, queue="again", max_attempts=2)).json()
+    first = (await client.post(f"{JOBS}/claim", json={"queues": ["again"]}, headers=worker)).json()
+    lease = {key: first["lease"][key] for key in ("token", "secret")}
+    failed = await client.post(
+        f"{JOBS}/{job['id']}/fail", json={**lease, "error": "flaky"}, headers=worker
+    )
+    # Back to pending with the backoff (ORCH_RETRY_BACKOFF_SECONDS, 2 s) as its run_at:
+    # no change will say when it is over.
+    assert failed.json()["status"] == "pending"
+    run_at = at(failed.json()["run_at"])
+    started = time.monotonic()
+    response = await client.post(
+        f"{JOBS}/claim", json={"queues": ["again"], "wait": WAIT}, headers=worker
+    )
+    assert response.status_code == 200
+    assert response.json()["job"]["id"] == job["id"]
+    assert datetime.now(UTC) >= run_at
+    assert time.monotonic() - started < WAIT - 2
+
+
+async def test_a_claim_waiting_before_a_retry_with_run_at_is_woken_when_it_is_due(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    headers = admin_auth(services)
+    worker = await account(services, "robot", role="worker")
+    job = (await create(client, headers, queue="later")).json()
+    await client.post(f"{JOBS}/{job['id']}/cancel", headers=headers)
+    waiting = asyncio.create_task(
+        client.post(f"{JOBS}/claim", json={"queues": ["later"], "wait": WAIT}, headers=worker)
+    )
+    await asyncio.sleep(0.2)  # the claim waits
+    started = time.monotonic()
+    # The retry's change wakes the claim while the job is not yet due: it must wait on.
+    retried = await client.post(
+        f"{JOBS}/{job['id']}/retry", json={"delay_seconds": 1.5}, headers=headers
+    )
+    run_at = at(retried.json()["run_at"])
+    response = await waiting
+    assert response.status_code == 200
+    assert response.json()["job"]["id"] == job["id"]
+    assert datetime.now(UTC) >= run_at
+    assert time.monotonic() - started < WAIT - 2

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from orchestrator.schedules.cron import InvalidSchedule, parse_schedule
+from orchestrator.schedules.cron import CRON_PATTERN, InvalidSchedule, NeverFires, parse_schedule
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 PARIS = ZoneInfo("Europe/Paris")
@@ -116,3 +120,33 @@ def test_what_cannot_make_a_schedule_says_which_field(cron: str, zone: str, fiel
     with pytest.raises(InvalidSchedule) as caught:
         parse_schedule(cron, zone, now=NOW)
     assert caught.value.field == field
+
+
+SCHEMA_PATTERN = re.compile(CRON_PATTERN.removesuffix("$") + r"\Z", re.ASCII)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.from_regex(SCHEMA_PATTERN))
+def test_whatever_the_schema_pattern_admits_fires_or_names_a_date_that_never_comes(
+    cron: str,
+) -> None:
+    # The one refusal JSON Schema cannot state (`0 0 30 2 *`) is NeverFires.
+    with contextlib.suppress(NeverFires):
+        parse_schedule(cron, "Europe/Paris", now=NOW)
+
+
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "0",
+        "* * * *",
+        "0 0 L * *",
+        "0 0 ? * *",
+        "0 0 * * 5#3",
+        "@reboot",
+        "* * * * *\n",
+        "*/0 * * * *",
+    ],
+)
+def test_the_schema_pattern_refuses_what_is_not_in_its_grammar(cron: str) -> None:
+    assert SCHEMA_PATTERN.match(cron) is None

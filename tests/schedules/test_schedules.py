@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from orchestrator.db.changelog import changes_after, latest_revision
+from orchestrator.schedules.cron import CRON_PATTERN
 from orchestrator.schedules.queries import fire_due
 from orchestrator.services import Services
 from tests.support.users import account, admin_auth
@@ -64,6 +65,9 @@ async def test_create_read_and_list_a_schedule(
         ({"cron": "0 0 30 2 *"}, "cron"),  # February 30th never comes
         ({"cron": "every day"}, "cron"),
         ({"cron": "61 * * * *"}, "cron"),
+        ({"cron": "0"}, "cron"),  # the schema's pattern says so too
+        ({"cron": "0 0 L * *"}, "cron"),
+        ({"cron": "* * * * *\n"}, "cron"),
         ({"timezone": "Europe/Atlantis"}, "timezone"),
         ({"timezone": "/etc/localtime"}, "timezone"),
         ({"job": {"queue": "q"}}, "title"),
@@ -82,6 +86,21 @@ async def test_bad_schedules_get_422_in_the_envelope_and_create_nothing(
     assert error["type"] == "validation_error"
     assert field in str(error["details"])
     assert (await client.get(SCHEDULES, headers=headers)).json() == {"schedules": []}
+
+
+async def test_the_openapi_document_states_the_cron_grammar_and_the_zones(
+    client: httpx.AsyncClient,
+) -> None:
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    for name in ("ScheduleCreate", "SchedulePatch"):
+        fields = schemas[name]["properties"]
+        assert fields["cron"]["pattern"] == CRON_PATTERN
+        assert {"UTC", "Europe/Paris", "America/Argentina/Buenos_Aires"} <= set(
+            fields["timezone"]["enum"]
+        )
+        assert "Europe/Atlantis" not in fields["timezone"]["enum"]
+    # An edit's fields may be left out, never null.
+    assert all("anyOf" not in field for field in schemas["SchedulePatch"]["properties"].values())
 
 
 async def test_edits_and_deletes_need_if_match_and_the_creator_or_an_admin(
@@ -211,3 +230,87 @@ async def test_a_disabled_schedule_never_fires(
         )
     assert await fire_due(services.db) == 0
     assert (await client.get("/api/v1/jobs?queue=off", headers=headers)).json()["jobs"] == []
+
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def clock_changes(year: int) -> tuple[datetime, datetime]:
+    """The instants Paris springs forward and falls back in `year`."""
+    moment, found = datetime(year, 1, 1, tzinfo=UTC), list[datetime]()
+    while len(found) < 2:
+        later = moment + timedelta(hours=1)
+        if later.astimezone(PARIS).utcoffset() != moment.astimezone(PARIS).utcoffset():
+            found.append(later)
+        moment = later
+    return found[0], found[1]
+
+
+async def walk(db: Any, start: datetime, hours: int) -> None:
+    """Fire what is due as the database clock would read every 10 minutes for `hours`."""
+    for step in range(hours * 6 + 1):
+        await fire_due(db, at=start + timedelta(minutes=10 * step))
+
+
+def at_half_past_two(day: datetime) -> datetime:
+    """02:30 in Paris on `day`'s date, its first occurrence, in UTC."""
+    local = day.astimezone(PARIS)
+    return local.replace(hour=2, minute=30, fold=0).astimezone(UTC)
+
+
+@pytest.mark.parametrize("change", ["spring", "fall"])
+async def test_daylight_saving_changes_neither_skip_nor_double_a_fire(
+    client: httpx.AsyncClient, services: Services, change: str
+) -> None:
+    headers = admin_auth(services)
+    # Next year's changes: fire times the schedules' own firer will not reach meanwhile.
+    spring, fall = clock_changes(datetime.now(UTC).year + 1)
+    jump = spring if change == "spring" else fall
+    start = jump - timedelta(days=1, hours=12)
+    daily = (
+        await client.post(
+            SCHEDULES,
+            json=spec(cron="30 2 * * *", job={"title": "daily", "queue": "daily"}),
+            headers=headers,
+        )
+    ).json()
+    hourly = (
+        await client.post(
+            SCHEDULES,
+            json=spec(cron="0 * * * *", job={"title": "hourly", "queue": "hourly"}),
+            headers=headers,
+        )
+    ).json()
+    async with services.db.transaction() as tx:
+        daily_first = at_half_past_two(start)
+        if daily_first < start:
+            daily_first += timedelta(days=1)
+        for schedule, first in ((daily, daily_first), (hourly, start)):
+            await tx.execute(
+                "UPDATE schedules SET next_run_at = :at WHERE id = :id",
+                {"at": first, "id": schedule["id"]},
+            )
+    await walk(services.db, start, hours=72)
+
+    async def fires(schedule: dict[str, Any], queue: str) -> list[datetime]:
+        jobs = (await client.get(f"/api/v1/jobs?queue={queue}", headers=headers)).json()["jobs"]
+        prefix = f"schedule:{schedule['id']}:"
+        return sorted(
+            datetime.fromisoformat(job["unique_key"].removeprefix(prefix)) for job in jobs
+        )
+
+    days = [at_half_past_two(start + timedelta(days=n)) for n in range(4)]
+    expected = [day for day in days if start <= day <= start + timedelta(hours=72)]
+    if change == "spring":
+        # 02:30 does not exist that night: it fires when the clock jumps to 03:00, once.
+        expected = [jump if day.date() == jump.date() else day for day in expected]
+    else:
+        # 02:30 comes twice that night: the first one fires, the second does not.
+        assert jump - at_half_past_two(jump) == timedelta(minutes=30)
+    assert await fires(daily, "daily") == expected
+    # An hourly schedule runs in real time: every hour once, 23 or 25 in the local day.
+    hours = await fires(hourly, "hourly")
+    assert hours == [start + timedelta(hours=n) for n in range(73)]
+    assert len({hour.astimezone(PARIS).replace(tzinfo=None) for hour in hours}) == 73 + (
+        -1 if change == "fall" else 0
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -20,6 +21,8 @@ from typing import Literal
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 NAMES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 # A wall-clock expression can match every second of an hour the clock shows twice before a
 # later match: bound the candidates we look at past that many.
 _MAX_CANDIDATES = 20_000
@@ -34,8 +37,41 @@ class InvalidSchedule(ValueError):
         self.reason = reason
 
 
+class NeverFires(InvalidSchedule):
+    """A well-formed expression no date matches (`0 0 30 2 *`)."""
+
+    def __init__(self) -> None:
+        super().__init__("cron", "never fires (no such date)")
+
+
+def _any_case(words: Sequence[str]) -> str:
+    return "|".join("".join(f"[{c.upper()}{c.lower()}]" for c in word) for word in words)
+
+
+def _field(value: str) -> str:
+    """A comma list of `*`, a value or a range (`a-b`, reversed ones wrap), each with an
+    optional `/step`."""
+    item = f"(\\*|({value})(-({value}))?)(/[1-9][0-9]?)?"
+    return f"{item}(,{item})*"
+
+
+_SIXTY = _field("[0-5]?[0-9]")
+_SEP = "[ \\t]+"
+# The expressions a schedule takes, as a regular expression that JSON Schema, Python and
+# pydantic's Rust engine read alike (its schema states it): what matches is valid cron for
+# croniter, and only a date that never comes (`0 0 30 2 *`) is refused after it.
+CRON_PATTERN = (
+    f"^[ \\t]*(@({_any_case([name[1:] for name in sorted(NAMES)])})"
+    f"|({_SIXTY}{_SEP})?{_SIXTY}{_SEP}{_field('2[0-3]|[01]?[0-9]')}"
+    f"{_SEP}{_field('3[01]|[12][0-9]|0?[1-9]')}"
+    f"{_SEP}{_field('1[0-2]|0?[1-9]|' + _any_case(MONTHS))}"
+    f"{_SEP}{_field('0?[0-7]|' + _any_case(DAYS))})[ \\t]*$"
+)
+
+
 @functools.cache
-def _zone_names() -> frozenset[str]:
+def zone_names() -> frozenset[str]:
+    """The IANA zones this host knows (a schedule's `timezone` is one of them)."""
     return frozenset(zoneinfo.available_timezones())
 
 
@@ -109,7 +145,7 @@ def _instant(wall: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
 
 def parse_schedule(expression: str, timezone: str, *, now: datetime) -> CronSchedule:
     """The schedule, or InvalidSchedule saying what is wrong (a cron that never fires too)."""
-    if timezone not in _zone_names():
+    if timezone not in zone_names():
         raise InvalidSchedule("timezone", "not an IANA time zone name, such as Europe/Paris")
     zone = zoneinfo.ZoneInfo(timezone)
     fields = expression.split()
@@ -135,5 +171,5 @@ def parse_schedule(expression: str, timezone: str, *, now: datetime) -> CronSche
     try:
         schedule.next_fire(now)
     except (CroniterBadDateError, CroniterError):
-        raise InvalidSchedule("cron", "never fires (no such date)") from None
+        raise NeverFires from None
     return schedule

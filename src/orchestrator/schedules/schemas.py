@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import (
@@ -12,13 +13,40 @@ from pydantic import (
     Field,
     model_validator,
 )
+from pydantic.config import JsonDict, JsonValue
+from pydantic.json_schema import SkipJsonSchema
 
 from orchestrator.jobs.schemas import INT32, Payload, Queue, whole_number
+from orchestrator.schedules.cron import CRON_PATTERN, zone_names
 from orchestrator.text import Description, Title, storable
 
+# The schema's reading of the pattern: `$` is the end of the string, \d and the like ASCII.
+_CRON = re.compile(CRON_PATTERN.removesuffix("$") + r"\Z", re.ASCII)
+
+
+def _cron(value: str) -> str:
+    if _CRON.match(value) is None:
+        raise ValueError(
+            "must be five fields (minute, hour, day of month, month, day of week) of *, "
+            "numbers in range, names of months and days, ranges, steps and lists; six with "
+            "a leading seconds field; or one of @hourly, @daily, @midnight, @weekly, "
+            "@monthly, @yearly, @annually"
+        )
+    return value
+
+
+def _zones(schema: JsonDict) -> None:
+    # Read when the OpenAPI document is built, not at import: the host's zone database.
+    schema["enum"] = list[JsonValue](sorted(zone_names()))
+
+
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(storable)]
-Cron = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(storable)]
-Zone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(storable)]
+Cron = Annotated[
+    str,
+    Field(max_length=200, json_schema_extra={"pattern": CRON_PATTERN}),
+    AfterValidator(_cron),
+]
+Zone = Annotated[str, Field(json_schema_extra=_zones)]
 
 
 class ScheduledJob(BaseModel):
@@ -54,11 +82,12 @@ class SchedulePatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: Name | None = None
-    cron: Cron | None = None
-    timezone: Zone | None = None
-    job: ScheduledJob | None = None
-    enabled: bool | None = None
+    # Optional but never null: the schema says so too (SkipJsonSchema), not only the check.
+    name: Name | SkipJsonSchema[None] = None
+    cron: Cron | SkipJsonSchema[None] = None
+    timezone: Zone | SkipJsonSchema[None] = None
+    job: ScheduledJob | SkipJsonSchema[None] = None
+    enabled: bool | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _no_nulls(self) -> SchedulePatch:
