@@ -1,4 +1,4 @@
-"""`orchestrator`: serve, manage users, migrate the database, run a worker."""
+"""`orchestrator`: serve, manage users and API keys, migrate the database, run a worker."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from orchestrator.auth.api_keys import (
+    DEFAULT_DAYS,
+    ApiKey,
+    check_new_key,
+    create_api_key,
+    list_api_keys,
+    revoke_api_key,
+)
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.users import (
     ROLES,
@@ -26,6 +34,7 @@ from orchestrator.auth.users import (
     check_new_credentials,
     check_new_password,
     create_user,
+    get_user,
     list_users,
     set_disabled,
     set_password,
@@ -33,7 +42,7 @@ from orchestrator.auth.users import (
 from orchestrator.config import Settings, WorkerSettings, describe_invalid
 from orchestrator.db import Database, DatabaseUnavailable, open_database
 from orchestrator.db.migrate import upgrade
-from orchestrator.errors import ApiError
+from orchestrator.errors import ApiError, NotFound
 
 if TYPE_CHECKING:
     from orchestrator.client import AsyncClient
@@ -229,6 +238,68 @@ def cmd_users_enable(args: argparse.Namespace) -> None:
     print(f"enabled {args.name}")
 
 
+def cmd_api_keys_create(args: argparse.Namespace) -> None:
+    settings = _settings()
+    try:
+        check_new_key(name=args.name, expires_in_days=args.expires_days)
+    except ApiError as exc:
+        _fail(exc)
+
+    async def create(db: Database) -> tuple[ApiKey, str]:
+        user = await get_user(db, username=args.username)
+        if user is None:
+            raise NotFound(f"No user {args.username!r}")
+        return await create_api_key(
+            db,
+            user_id=user.id,
+            username=user.username,
+            name=args.name,
+            read_only=args.read_only,
+            expires_in_days=args.expires_days,
+        )
+
+    key, secret = _with_db(settings, create)
+    # The key alone on standard output (for `ORCH_API_KEY=$(…)`), what it is on standard error.
+    print(secret)
+    print(
+        f"created API key {key.id} ({key.name!r}) for {key.username}"
+        f"{', read-only' if key.read_only else ''}, expires "
+        f"{key.expires_at.isoformat(timespec='seconds')}; it is shown only now",
+        file=sys.stderr,
+    )
+
+
+def cmd_api_keys_list(args: argparse.Namespace) -> None:
+    settings = _settings()
+
+    async def keys(db: Database) -> list[ApiKey]:
+        if args.username is None:
+            return await list_api_keys(db, user_id=None)
+        user = await get_user(db, username=args.username)
+        if user is None:
+            raise NotFound(f"No user {args.username!r}")
+        return await list_api_keys(db, user_id=user.id)
+
+    found = _with_db(settings, keys)
+    print(
+        f"{'ID':<36} {'USERNAME':<20} {'NAME':<20} {'PREFIX':<14} {'ACCESS':<10} "
+        f"{'EXPIRES':<25} LAST USED"
+    )
+    for key in found:
+        last_used = key.last_used_at.isoformat(timespec="minutes") if key.last_used_at else "-"
+        print(
+            f"{key.id:<36} {key.username:<20} {key.name:<20} {key.prefix:<14} "
+            f"{'read-only' if key.read_only else 'read-write':<10} "
+            f"{key.expires_at.isoformat(timespec='seconds'):<25} {last_used}"
+        )
+
+
+def cmd_api_keys_revoke(args: argparse.Namespace) -> None:
+    settings = _settings()
+    _with_db(settings, lambda db: revoke_api_key(db, key_id=args.id, user_id=None))
+    print(f"revoked API key {args.id}; every server refuses it within seconds")
+
+
 def _handler(spec: str) -> Callable[..., object]:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
@@ -371,6 +442,31 @@ def build_parser() -> argparse.ArgumentParser:
         sub = users.add_parser(verb, help=text)
         sub.add_argument("name")
         sub.set_defaults(func=func)
+
+    keys = verbs.add_parser("api-keys", help="manage API keys").add_subparsers(
+        dest="api_keys_verb", required=True
+    )
+    create_key = keys.add_parser(
+        "create", help="make an API key for a user; prints the key (shown only this once)"
+    )
+    create_key.add_argument("username")
+    create_key.add_argument("--name", required=True, help="what the key is for")
+    create_key.add_argument(
+        "--read-only", action="store_true", help="only GET and HEAD (and the feeds)"
+    )
+    create_key.add_argument(
+        "--expires-days",
+        type=int,
+        default=DEFAULT_DAYS,
+        help=f"days until it expires, 1 to 730 (default {DEFAULT_DAYS})",
+    )
+    create_key.set_defaults(func=cmd_api_keys_create)
+    list_keys = keys.add_parser("list", help="list API keys (everyone's, or one user's)")
+    list_keys.add_argument("username", nargs="?")
+    list_keys.set_defaults(func=cmd_api_keys_list)
+    revoke_key = keys.add_parser("revoke", help="revoke an API key by its id")
+    revoke_key.add_argument("id")
+    revoke_key.set_defaults(func=cmd_api_keys_revoke)
 
     worker = verbs.add_parser(
         "worker",
