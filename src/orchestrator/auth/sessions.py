@@ -554,9 +554,12 @@ class SessionDirectory:
         elif change.collection == "sessions":
             self._drop_browser(change.resource_id)  # rotated: read it again
         elif change.collection == "users":
-            # a disabled user or a password change: reload browser tokens from the database
-            self._generation += 1
-            self._browser.clear()
+            self.forget_browsers()
+
+    def forget_browsers(self) -> None:
+        """A disabled user or a password change: reload browser tokens from the database."""
+        self._generation += 1
+        self._browser.clear()
 
     async def browser_token(self, token: str) -> TokenRecord | None:
         """The stored record of a browser-session cookie (cached)."""

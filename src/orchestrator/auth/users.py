@@ -228,6 +228,33 @@ async def set_role(db: Database, *, username: str, role: Role) -> User:
     )
 
 
+async def update_user(
+    db: Database, *, username: str, role: Role | None, disabled: bool | None
+) -> User:
+    """A new role and/or disabled state in one write; disabling (or enabling, as the CLI
+    does) ends every token and session so far."""
+    assignments: list[str] = []
+    params: dict[str, object] = {}
+    if role is not None:
+        assignments.append("role = :role")
+        params["role"] = role
+    if disabled is not None:
+        assignments.append("disabled = :disabled")
+        params["disabled"] = disabled
+    if not assignments:
+        user = await get_user(db, username=username)
+        if user is None:
+            raise NotFound(f"No user {username!r}")
+        return user
+    return await _update_user(
+        db,
+        username=username,
+        assignments=", ".join(assignments),
+        params=params,
+        revoke=disabled is not None,
+    )
+
+
 async def end_all_sessions(db: Database, *, username: str) -> User:
     """Cut off every access token, refresh token and browser session of the user."""
     return await _update_user(db, username=username, assignments="", params={}, revoke=True)
@@ -282,7 +309,11 @@ class UserDirectory:
             self._users[key] = user
         return user
 
+    def forget(self) -> None:
+        """Read users again (this process changed one; the change log tells the others)."""
+        self._generation += 1
+        self._users.clear()
+
     def on_change(self, change: Change) -> None:
         if change.collection == "users":
-            self._generation += 1
-            self._users.clear()
+            self.forget()
