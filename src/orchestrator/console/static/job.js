@@ -189,10 +189,12 @@ export function jobView(main, app, match) {
   }
   app.feed.addEventListener("change", onChange);
   app.feed.addEventListener("resync", onResync);
-  load();
+  let mounted = true;
+  app.feed.ready().then(() => mounted && load());
   renderHistory();
   return {
     unmount() {
+      mounted = false;
       app.feed.removeEventListener("change", onChange);
       app.feed.removeEventListener("resync", onResync);
     },

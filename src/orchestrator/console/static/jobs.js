@@ -58,7 +58,8 @@ export function jobsView(main, app) {
   let nextCursor = null;
   let hasMore = false; // older jobs exist beyond this page
   let stale = false; // rows moved to the next page since nextCursor was issued
-  let loading = false;
+  let loading = true; // until the first page is in: changes wait for it
+  let mounted = true;
   let buffered = [];
   let queued = [];
   let frame = 0;
@@ -454,10 +455,11 @@ export function jobsView(main, app) {
   app.statuses.addEventListener("added", onStatusAdded);
   app.statuses.learn();
   document.title = "Jobs — Orchestrator console";
-  load();
+  app.feed.ready().then(() => mounted && load());
 
   return {
     unmount() {
+      mounted = false;
       generation += 1;
       clearTimeout(refreshTimer);
       clearTimeout(typing);

@@ -16,6 +16,15 @@ export class Feed extends EventTarget {
     this.state = "off";
     this.attempts = 0;
     this.timer = null;
+    // Settles at the first `subscribed`: data loaded over HTTP after it misses no change.
+    this.subscribed = new Promise((resolve) => {
+      this.markSubscribed = resolve;
+    });
+  }
+
+  /** Resolves once the feed has subscribed, or after `ms` when it cannot (data shows anyway). */
+  ready(ms = 2000) {
+    return Promise.race([this.subscribed, new Promise((resolve) => setTimeout(resolve, ms))]);
   }
 
   start() {
@@ -31,6 +40,7 @@ export class Feed extends EventTarget {
     source.addEventListener("subscribed", (event) => {
       const frame = JSON.parse(event.data);
       if (this.revision === null && typeof frame.revision === "number") this.revision = frame.revision;
+      this.markSubscribed();
       this.setState("live");
     });
     source.addEventListener("message", (event) => {

@@ -251,9 +251,11 @@ export function overviewView(main, app) {
   app.feed.addEventListener("resync", onResync);
   timer = setInterval(renderSoon, 10000);
   document.title = "Overview — Orchestrator console";
-  load();
+  let mounted = true;
+  app.feed.ready().then(() => mounted && load());
   return {
     unmount() {
+      mounted = false;
       clearInterval(timer);
       clearTimeout(queuesTimer);
       if (redraw) cancelAnimationFrame(redraw);

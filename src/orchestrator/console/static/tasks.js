@@ -16,7 +16,8 @@ function idempotencyKey() {
 export function tasksView(main, app) {
   const rows = new Map(); // id -> {tr, task, cells}
   let nextCursor = null;
-  let loading = false;
+  let loading = true; // until the first page is in: changes wait for it
+  let mounted = true;
   let buffered = [];
   const mayEdit = can(app.user, "edit-task");
 
@@ -317,9 +318,10 @@ export function tasksView(main, app) {
   app.feed.addEventListener("change", onChange);
   app.feed.addEventListener("resync", onResync);
   document.title = "Tasks — Orchestrator console";
-  load();
+  app.feed.ready().then(() => mounted && load());
   return {
     unmount() {
+      mounted = false;
       app.feed.removeEventListener("change", onChange);
       app.feed.removeEventListener("resync", onResync);
     },
