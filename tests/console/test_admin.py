@@ -11,6 +11,8 @@ from playwright.sync_api import Page, expect
 from tests.console.browser import check_page
 from tests.console.support import (
     ADMIN_PASSWORD,
+    PASSWORD,
+    admin_client,
     make_user,
     sign_in,
     unique,
@@ -18,6 +20,51 @@ from tests.console.support import (
 from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.e2e
+
+
+def test_an_admin_creates_a_user_changes_its_role_and_disables_it(
+    page: Page, server: ServerProcess
+) -> None:
+    sign_in(page, "admin", ADMIN_PASSWORD)
+    page.get_by_role("link", name="Admin", exact=True).click()
+    users = page.get_by_role("region", name="Users table")
+    expect(users.get_by_role("rowheader", name="admin (you)")).to_be_visible()
+
+    # The API's reasons show next to the fields they name.
+    page.get_by_label("Username", exact=True).fill("not a name!")
+    page.get_by_label("Password", exact=True).fill("short")
+    page.get_by_role("button", name="Create user").click()
+    for label in ("Username", "Password"):
+        field = page.get_by_label(label, exact=True)
+        expect(field).to_have_attribute("aria-invalid", "true")
+        expect(page.locator(f"#{field.get_attribute('aria-describedby')}")).not_to_be_empty()
+
+    username = unique("newcomer")
+    page.get_by_label("Username", exact=True).fill(username)
+    page.get_by_label("Role", exact=True).select_option("member")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Create user").click()
+    row = users.get_by_role("row").filter(has=page.get_by_role("rowheader", name=username))
+    expect(row).to_contain_text("active")
+    expect(page.get_by_label("Username", exact=True)).to_have_value("")
+
+    page.get_by_label(f"Role of {username}", exact=True).select_option("viewer")
+    page.get_by_role("button", name=f"Change role of {username}").click()
+    expect(page.get_by_text(f"{username} is now viewer.")).to_be_visible()
+    with admin_client(server) as other:
+        listed = {u["username"]: u for u in other.get("/api/v1/users").json()["users"]}
+    assert listed[username]["role"] == "viewer"
+
+    page.get_by_role("button", name=f"Disable {username}").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text(f"Disable {username}?")
+    dialog.get_by_role("button", name=f"Disable {username}").click()
+    expect(row).to_contain_text("disabled")
+    expect(page.get_by_role("button", name=f"Enable {username}")).to_be_enabled()
+    refused = httpx.post(
+        f"{server.url}/auth/login", json={"username": username, "password": PASSWORD}, timeout=10
+    )
+    assert refused.status_code == 401
 
 
 def test_an_api_key_is_shown_once_copied_listed_and_revoked(

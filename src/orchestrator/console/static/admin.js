@@ -16,15 +16,7 @@ export function adminView(main, app) {
   const users = usersSection(app);
   const keys = keysSection(app);
   main.append(users.element, keys.element);
-  function onChange(event) {
-    if (event.detail.collection === "users") users.load();
-  }
-  app.feed.addEventListener("change", onChange);
-  return {
-    unmount() {
-      app.feed.removeEventListener("change", onChange);
-    },
-  };
+  return {};
 }
 
 function roleSelect(props, current) {
