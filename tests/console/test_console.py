@@ -150,6 +150,13 @@ def test_cancel_one_job_and_several_at_once(page: Page, server: ServerProcess) -
     with admin_client(server) as other:
         assert other.get(f"/api/v1/jobs/{theirs['id']}").json()["status"] == "pending"
 
+    # On another's job's page a member has no enabled action (the API would refuse them all).
+    page.goto(f"/console#/jobs/{theirs['id']}")
+    expect(page.get_by_role("heading", name="Not my job", level=1)).to_be_visible()
+    expect(page.get_by_role("region", name="Details")).to_contain_text("pending")
+    for name in ("Cancel", "Retry", "Delete"):
+        expect(page.get_by_role("button", name=name, exact=True)).to_be_disabled()
+
 
 def test_retry_and_delete_a_job_and_a_selection(page: Page, server: ServerProcess) -> None:
     username = unique("retrier")
