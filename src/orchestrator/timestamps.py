@@ -14,6 +14,15 @@ def as_utc(value: datetime | str) -> datetime:
     return value.astimezone(UTC)
 
 
+def utc_instant(value: datetime) -> datetime:
+    """An aware `value` in UTC; one that an offset carries past the years 1 to 9999 (which
+    datetime cannot hold) is read as the first or the last instant there is."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if value.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
 def iso(value: datetime) -> str:
     """`2025-01-14T10:00:00.000000+00:00`: microseconds and offset, always."""
     return value.astimezone(UTC).isoformat(timespec="microseconds")

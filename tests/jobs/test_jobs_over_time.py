@@ -252,3 +252,45 @@ async def test_a_claim_waiting_before_a_retry_with_run_at_is_woken_when_it_is_du
     assert response.json()["job"]["id"] == job["id"]
     assert datetime.now(UTC) >= run_at
     assert time.monotonic() - started < WAIT - 2
+
+
+async def test_times_an_offset_carries_past_year_9999_or_before_year_1_are_no_500(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    headers = admin_auth(services)
+    # 10000-01-01T23:58:59Z: read as the last instant there is.
+    last = await create(client, headers, run_at="9999-12-31T23:59:59-23:59")
+    assert last.status_code == 201, last.text
+    assert at(last.json()["run_at"]) == datetime.max.replace(tzinfo=UTC)
+    # Long past: due at once.
+    first = await create(client, headers, run_at="0001-01-01T00:00:00+14:00")
+    assert first.status_code == 201, first.text
+    assert first.json()["run_at"] is None
+    bulk = await client.post(
+        f"{JOBS}/bulk",
+        json={"action": "cancel", "filter": {"created_before": "0001-01-01T00:00:00+14:00"}},
+        headers=headers,
+    )
+    assert bulk.json() == {"matched": 0, "changed": 0}
+
+
+async def test_the_openapi_document_says_not_both_times_and_ids_or_filter(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    for name in ("JobCreate", "RetryRequest"):
+        assert schemas[name]["not"]["required"] == ["run_at", "delay_seconds"]
+    assert [branch["required"] for branch in schemas["BulkRequest"]["oneOf"]] == [
+        ["ids"],
+        ["filter"],
+    ]
+    # A null one counts as left out, as the schema reads it too.
+    headers = admin_auth(services)
+    created = await create(client, headers, run_at=None, delay_seconds=60)
+    assert created.status_code == 201
+    bulk = await client.post(
+        f"{JOBS}/bulk",
+        json={"action": "cancel", "ids": None, "filter": {"queue": "default"}},
+        headers=headers,
+    )
+    assert bulk.json() == {"matched": 1, "changed": 1}

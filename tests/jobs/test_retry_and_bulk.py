@@ -210,3 +210,21 @@ async def test_bad_bulk_requests_get_422_and_change_nothing(
     )
     assert forbidden.status_code == 403
     assert (await read(client, admin, job_id))["status"] == "pending"
+
+
+async def test_a_running_or_succeeded_job_cannot_be_retried(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    admin = admin_auth(services)
+    worker = await account(services, "robot", role="worker")
+    job_id = await create(client, admin, queue="q")
+    claim = (await client.post(f"{JOBS}/claim", json={"queues": ["q"]}, headers=worker)).json()
+    running = await client.post(f"{JOBS}/{job_id}/retry", headers=admin)
+    assert running.status_code == 409
+    assert "running" in running.json()["error"]["message"]
+    lease = {key: claim["lease"][key] for key in ("token", "secret")}
+    await client.post(f"{JOBS}/{job_id}/complete", json=lease, headers=worker)
+    succeeded = await client.post(f"{JOBS}/{job_id}/retry", headers=admin)
+    assert succeeded.status_code == 409
+    assert "succeeded" in succeeded.json()["error"]["message"]
+    assert (await read(client, admin, job_id))["status"] == "succeeded"

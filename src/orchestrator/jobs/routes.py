@@ -33,7 +33,7 @@ from orchestrator.jobs.schemas import BulkRequest, JobCreate, RetryRequest
 from orchestrator.representation import canonical_json, etag_for
 from orchestrator.services import services_of
 from orchestrator.text import storable
-from orchestrator.timestamps import utcnow
+from orchestrator.timestamps import utc_instant, utcnow
 
 router = Routes(tags=["jobs"])
 
@@ -54,7 +54,7 @@ def _stale(current: StoredJob) -> PreconditionFailed:
 
 
 def _instant(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text is not None else None
+    return utc_instant(datetime.fromisoformat(text)) if text is not None else None
 
 
 @router.post(

@@ -66,6 +66,15 @@ UniqueKey = Annotated[str, Field(min_length=1, max_length=MAX_UNIQUE_KEY), After
 DelaySeconds = Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS, strict=True)]
 
 
+# Not both times at once, as the schema says it: both present and neither null.
+ONE_TIME: dict[str, Any] = {
+    "not": {
+        "required": ["run_at", "delay_seconds"],
+        "properties": {"run_at": {"type": "string"}, "delay_seconds": {"type": "number"}},
+    }
+}
+
+
 def whole_number(value: Any) -> Any:
     # JSON (and its schema's "integer") does not tell 4 from 4.0; strict mode would.
     if isinstance(value, float) and value.is_integer():
@@ -76,7 +85,7 @@ def whole_number(value: Any) -> Any:
 class JobCreate(BaseModel):
     """The contract's `title` and `description`, plus how a worker should run the job."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=ONE_TIME)
 
     title: Title
     description: Description | None = None
@@ -108,7 +117,7 @@ class JobCreate(BaseModel):
 class RetryRequest(BaseModel):
     """When the retried job may run again (at once when neither is given)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=ONE_TIME)
 
     run_at: Instant | None = None
     delay_seconds: DelaySeconds | None = None
@@ -137,7 +146,17 @@ class BulkFilter(BaseModel):
 class BulkRequest(BaseModel):
     """One action on the jobs named by `ids` or matched by `filter` (exactly one of them)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # Exactly one of them, as the schema says it: a null one counts as left out.
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["ids"], "properties": {"ids": {"type": "array"}}},
+                {"required": ["filter"], "properties": {"filter": {"type": "object"}}},
+            ]
+        },
+    )
 
     action: Literal["cancel", "retry", "delete"]
     ids: list[JobId] | None = Field(default=None, min_length=1, max_length=BULK_LIMIT)
