@@ -125,10 +125,13 @@ async def test_every_operation_of_the_openapi_document_is_a_method_of_both_clien
             "changed": 1,
         }
         await sdk.cancel_job(job["id"])
+        put_off = await sdk.retry_job(job["id"], delay=timedelta(minutes=5))
+        assert put_off["run_at"] is not None
+        await sdk.cancel_job(job["id"])
         later = await sdk.create_job("l", queue="q", delay=timedelta(hours=1), unique_key="u")
         assert later["run_at"] is not None
         assert (await sdk.create_job("m", queue="q", unique_key="u"))["id"] == later["id"]
-        assert (await sdk.list_jobs(scheduled=True))["jobs"] == [later]
+        assert (await sdk.list_jobs(status="pending", scheduled=True))["jobs"] == [later]
         second = await sdk.create_job("k", queue="r")
         claimed = await sdk.claim(["r"])
         assert claimed is not None

@@ -347,9 +347,16 @@ def cancel_job(job_id: str) -> Call[dict[str, Any]]:
     return Call("POST", f"{_job(job_id)}/cancel", _body)
 
 
-def retry_job(job_id: str, *, run_at: datetime | str | None = None) -> Call[dict[str, Any]]:
-    """Run a failed or cancelled job again (its creator or an admin), at once or at `run_at`."""
-    return Call("POST", f"{_job(job_id)}/retry", _body, json=_present(run_at=_instant(run_at)))
+def retry_job(
+    job_id: str, *, run_at: datetime | str | None = None, delay: timedelta | float | None = None
+) -> Call[dict[str, Any]]:
+    """Run a failed or cancelled job again (its creator or an admin), at once, at `run_at`
+    (aware) or after `delay`."""
+    body = _present(
+        run_at=_instant(run_at),
+        delay_seconds=delay.total_seconds() if isinstance(delay, timedelta) else delay,
+    )
+    return Call("POST", f"{_job(job_id)}/retry", _body, json=body)
 
 
 def bulk(
