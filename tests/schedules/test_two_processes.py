@@ -12,10 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+from orchestrator.db.changelog import latest_revision
 from orchestrator.db.migrate import upgrade
-from tests.changes.support import Stack, stack
+from tests.changes.support import (
+    Stack,
+    connected,
+    first_events,
+    recv_json,
+    stack,
+    subscribe,
+    ws_connect,
+)
 from tests.support.databases import (
     create_postgres_database,
     drop_postgres_database,
@@ -164,3 +174,48 @@ async def test_a_schedule_firing_every_second_for_30_s_makes_exactly_30_jobs(two
     for fire in window:
         created = datetime.fromisoformat(by_key[f"{prefix}{fire:%Y-%m-%dT%H:%M:%SZ}"]["created_at"])
         assert timedelta(0) <= created - fire < timedelta(seconds=1), "not punctual"
+
+
+async def test_a_fire_on_either_process_reaches_ws_and_sse_subscribers_of_the_other(
+    two: Stack,
+) -> None:
+    token = await two.user("planner")
+    since = await latest_revision(two.db)
+    writer, reader = two.servers
+    async with ws_connect(reader, token) as ws, httpx.AsyncClient(timeout=30) as client:
+        await connected(ws)
+        assert (await subscribe(ws, ["schedules"], since=since))["type"] == "subscribed"
+        created = await client.post(
+            f"{writer.url}/api/v1/schedules",
+            json={
+                "name": "every second",
+                "cron": "* * * * * *",
+                "timezone": "UTC",
+                "job": {"title": "tick", "queue": "feed"},
+            },
+            headers=auth(token),
+        )
+        assert created.status_code == 201, created.text
+        schedule_id = created.json()["id"]
+        create, fire = await recv_json(ws, 10), await recv_json(ws, 10)
+        assert (create["type"], fire["type"]) == ("change", "change")
+        assert (create["op"], create["id"], create["data"]) == (
+            "create",
+            schedule_id,
+            created.json(),
+        )
+        # A fire, by whichever process won it: the schedule with its new job.
+        assert (fire["collection"], fire["op"], fire["id"]) == ("schedules", "update", schedule_id)
+        assert fire["data"]["last_job_id"] is not None
+
+        events = await first_events(
+            client,
+            f"{reader.url}/api/v1/changes?collections=schedules&since={since}",
+            auth(token),
+            3,
+        )
+        changes = [orjson.loads(event["data"]) for event in events[1:]]
+        assert [(c["op"], c["id"]) for c in changes] == [
+            ("create", schedule_id),
+            ("update", schedule_id),
+        ]
