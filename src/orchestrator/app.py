@@ -57,6 +57,8 @@ from orchestrator.observability.logging import protect_secret
 from orchestrator.observability.metrics import Metrics
 from orchestrator.observability.routes import router as metrics_router
 from orchestrator.observability.routes import test_router as test_fault_router
+from orchestrator.queues.counts import count_folder
+from orchestrator.queues.routes import router as queues_router
 from orchestrator.schedules.firer import ScheduleFirer
 from orchestrator.schedules.routes import router as schedules_router
 from orchestrator.services import Services
@@ -145,6 +147,7 @@ def build_services(settings: Settings, *, metrics: Metrics, rate_limits: RateLim
             chores=(job_retention(db, keep_days=settings.job_retention_days),),
         ),
         firer=firer,
+        counts=count_folder(db),
     )
 
 
@@ -223,6 +226,7 @@ def create_app(settings: Settings) -> FastAPI:
         jobs_router,
         lease_router,
         schedules_router,
+        queues_router,
         changes_router,
         auth_router,
         session_router,

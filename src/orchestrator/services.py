@@ -49,11 +49,12 @@ class Services:
     sweeper: Periodic
     pruner: Periodic
     firer: ScheduleFirer
+    counts: Periodic
 
     @property
     def background(self) -> tuple[Background, ...]:
         """The workers that run beside the requests, in the order they start."""
-        return (self.feed, self.hub, self.sweeper, self.pruner, self.firer)
+        return (self.feed, self.hub, self.sweeper, self.pruner, self.firer, self.counts)
 
 
 def services_of(conn: HTTPConnection) -> Services:

@@ -75,5 +75,28 @@ async def test_a_subscription_without_collections_follows_jobs_and_tasks_only(
         await send_json(ws, {"type": "unsubscribe"})
         assert await recv_json(ws) == {
             "type": "unsubscribed",
-            "collections": ["jobs", "tasks", "schedules"],
+            "collections": ["jobs", "tasks", "schedules", "queues"],
         }
+
+
+async def test_queue_settings_reach_ws_and_sse_subscribers_of_queues(stack: Stack) -> None:
+    admin = await stack.user(f"a{uuid.uuid4().hex[:10]}", role="admin")
+    headers = {"Authorization": f"Bearer {admin}"}
+    since = await latest_revision(stack.db)
+    async with ws_connect(stack.server, admin) as ws, httpx.AsyncClient(timeout=10) as client:
+        await connected(ws)
+        assert (await subscribe(ws, ["queues"], since=since))["type"] == "subscribed"
+        url = f"{stack.server.url}/api/v1/queues/deploys"
+        paused = await client.patch(url, json={"paused": True}, headers=headers)
+        assert paused.status_code == 200, paused.text
+        changes = await collect_changes(ws, until_revision=await latest_revision(stack.db))
+        assert [(c["collection"], c["op"], c["id"], c["data"]) for c in changes] == [
+            ("queues", "update", "deploys", paused.json())
+        ]
+        events = await first_events(
+            client,
+            f"{stack.server.url}/api/v1/changes?collections=queues&since={since}",
+            headers,
+            2,
+        )
+        assert orjson.loads(events[1]["data"])["data"] == paused.json()

@@ -28,8 +28,8 @@ from orchestrator.db.feed import ChangeFeed
 from orchestrator.errors import Unauthorized
 from orchestrator.observability.metrics import Metrics
 
-SUBSCRIBABLE: tuple[str, ...] = ("jobs", "tasks", "schedules")
-# What a subscription without `collections` follows (as it did before schedules existed).
+SUBSCRIBABLE: tuple[str, ...] = ("jobs", "tasks", "schedules", "queues")
+# What a subscription without `collections` follows (as it did before schedules and queues).
 DEFAULT_SUBSCRIPTION: tuple[str, ...] = ("jobs", "tasks")
 # Changes after which every live connection checks that its credential still holds.
 CREDENTIALS = frozenset({"users", "sessions", "api_keys"})

@@ -211,7 +211,7 @@ async def change_stream(
     user: Reader,
     collections: Annotated[
         str | None,
-        Query(description="comma-separated: jobs, tasks, schedules (default: jobs, tasks)"),
+        Query(description="comma-separated: jobs, tasks, schedules, queues (default: jobs, tasks)"),
     ] = None,
     since: Annotated[
         int | None, Query(ge=0, le=MAX_REVISION, description="replay changes after it")

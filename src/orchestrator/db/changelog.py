@@ -9,7 +9,7 @@ from typing import Literal
 
 from orchestrator.db import Database, Transaction
 
-Collection = Literal["jobs", "tasks", "users", "sessions", "api_keys", "schedules"]
+Collection = Literal["jobs", "tasks", "users", "sessions", "api_keys", "schedules", "queues"]
 Op = Literal["create", "update", "delete"]
 COLLECTIONS: tuple[Collection, ...] = (
     "jobs",
@@ -18,6 +18,7 @@ COLLECTIONS: tuple[Collection, ...] = (
     "sessions",
     "api_keys",
     "schedules",
+    "queues",
 )
 NOTIFY_CHANNEL = "orch_changes"
 

@@ -29,6 +29,7 @@ from orchestrator.db import Database, Row, Transaction
 from orchestrator.db.changelog import ChangeEntry, record_changes
 from orchestrator.errors import ApiError, Conflict, Forbidden, NotFound
 from orchestrator.jobs.records import JOB_COLUMNS, StoredJob, stored_job
+from orchestrator.queues.limits import claim_rooms
 from orchestrator.timestamps import as_utc, iso, utcnow
 
 SWEEP_BATCH = 100
@@ -89,6 +90,15 @@ class Claim:
 
     def body(self) -> dict[str, Any]:
         return {"job": orjson.Fragment(self.job.body), "lease": self.lease.body()}
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What a claim took, and which of its queues gave nothing because of their settings
+    (paused, or at their `max_running`)."""
+
+    claims: list[Claim]
+    held: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,28 +247,32 @@ def _lease(keys: LeaseKeys, row: Row) -> Lease:
     )
 
 
-def _pick(dialect: str, queues: Sequence[str], count: int) -> tuple[str, dict[str, Any]]:
-    """The ids of up to `count` due pending jobs of `queues`, highest priority first, then the
-    job due first: one ordered probe of the claim index per queue, reading only the rows it
-    returns (a filter over a list of queues would read and sort every pending job)."""
+def _pick(dialect: str, rooms: dict[str, int], count: int) -> tuple[str, dict[str, Any]]:
+    """The ids of up to `count` due pending jobs of the queues of `rooms`, at most `rooms[q]`
+    of queue q, highest priority first, then the job due first: one ordered probe of the claim
+    index per queue, reading only the rows it returns (a filter over a list of queues would
+    read and sort every pending job)."""
+    queues = list(rooms)
     params: dict[str, Any] = {"pick": count}
     order = "ORDER BY priority DESC, run_after, id"
     due = f"status = 'pending' AND run_after <= {_now(dialect)}"
     if dialect == "postgresql":
         # SKIP LOCKED: concurrent claims pass over rows another claim is taking.
         if len(queues) == 1:
-            params["q0"] = queues[0]
+            params.update(q0=queues[0], pick=min(count, rooms[queues[0]]))
             sql = (
                 f"SELECT id FROM jobs WHERE queue = :q0 AND {due} {order} LIMIT :pick "
                 "FOR UPDATE SKIP LOCKED"
             )
             return sql, params
         # Rows locked in one queue but not taken are free again at COMMIT.
-        params["queues"] = list(queues)
+        params["queues"] = queues
+        params["rooms"] = [min(count, rooms[queue]) for queue in queues]
         sql = (
-            "SELECT c.id FROM unnest(CAST(:queues AS text[])) AS q(name) CROSS JOIN LATERAL "
+            "SELECT c.id FROM unnest(CAST(:queues AS text[]), CAST(:rooms AS integer[])) "
+            "AS q(name, room) CROSS JOIN LATERAL "
             f"(SELECT id, priority, run_after FROM jobs WHERE queue = q.name AND {due} {order} "
-            "LIMIT :pick FOR UPDATE SKIP LOCKED) AS c "
+            "LIMIT q.room FOR UPDATE SKIP LOCKED) AS c "
             "ORDER BY c.priority DESC, c.run_after, c.id LIMIT :pick"
         )
         return sql, params
@@ -266,19 +280,23 @@ def _pick(dialect: str, queues: Sequence[str], count: int) -> tuple[str, dict[st
     probes = []
     for n, queue in enumerate(queues):
         params[f"q{n}"] = queue
+        params[f"room{n}"] = min(count, rooms[queue])
         probes.append(
             f"SELECT * FROM (SELECT id, priority, run_after FROM jobs WHERE queue = :q{n} "
-            f"AND {due} {order} LIMIT :pick)"
+            f"AND {due} {order} LIMIT :room{n})"
         )
     if len(probes) == 1:
-        return f"SELECT id FROM jobs WHERE queue = :q0 AND {due} {order} LIMIT :pick", params
+        return f"SELECT id FROM jobs WHERE queue = :q0 AND {due} {order} LIMIT :room0", params
     return f"SELECT id FROM ({' UNION ALL '.join(probes)}) {order} LIMIT :pick", params
 
 
 async def _claim(
     tx: Transaction, dialect: str, keys: LeaseKeys, holder: Holder, spec: ClaimSpec
-) -> list[Claim]:
-    pick, params = _pick(dialect, spec.queues, spec.max_jobs)
+) -> Claimed:
+    rooms = await claim_rooms(tx, queues=spec.queues, want=spec.max_jobs)
+    if not rooms.open:
+        return Claimed(claims=[], held=rooms.held)
+    pick, params = _pick(dialect, rooms.open, spec.max_jobs)
     now = _now(dialect)
     rows = await tx.fetch_all(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, "
@@ -296,7 +314,8 @@ async def _claim(
     )
     # In the order claimed (an UPDATE returns its rows in no particular order).
     rows.sort(key=lambda r: (-int(r["priority"]), r["run_after"], r["id"]))
-    return [Claim(job=stored_job(row), lease=_lease(keys, row)) for row in rows]
+    claims = [Claim(job=stored_job(row), lease=_lease(keys, row)) for row in rows]
+    return Claimed(claims=claims, held=rooms.held)
 
 
 def _report_statement(
@@ -398,14 +417,13 @@ def _repeated(row: Row, report: Report, holder: Holder) -> bool:
 # ------------------------------------------------------------------------ the calls
 
 
-async def claim_jobs(
-    *, db: Database, keys: LeaseKeys, holder: Holder, spec: ClaimSpec
-) -> list[Claim]:
-    """Take up to `spec.max_jobs` due pending jobs of `spec.queues` (none: an empty list)."""
+async def claim_jobs(*, db: Database, keys: LeaseKeys, holder: Holder, spec: ClaimSpec) -> Claimed:
+    """Take up to `spec.max_jobs` due pending jobs of `spec.queues`, as their queues' settings
+    allow (none: an empty list)."""
     async with db.transaction() as tx:
-        claims = await _claim(tx, db.dialect, keys, holder, spec)
-        await _record(tx, [claim.job for claim in claims])
-    return claims
+        claimed = await _claim(tx, db.dialect, keys, holder, spec)
+        await _record(tx, [claim.job for claim in claimed.claims])
+    return claimed
 
 
 async def report(
@@ -442,7 +460,7 @@ async def report(
                 for n in indexes:
                     outcomes[n] = moved.get(reports[n].lease.job_id)
         if claim is not None and claim.max_jobs > 0:
-            claims = await _claim(tx, db.dialect, keys, holder, claim)
+            claims = (await _claim(tx, db.dialect, keys, holder, claim)).claims
         changed = [job for job in outcomes if isinstance(job, StoredJob)]
         await _record(tx, [*changed, *(c.job for c in claims)])
     unexplained = [n for n, outcome in enumerate(outcomes) if outcome is None]

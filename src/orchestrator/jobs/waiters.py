@@ -1,4 +1,6 @@
-"""Claims that wait for work: one is woken per job that becomes pending, and when one is due.
+"""Claims that wait for work: one is woken per job that becomes pending, and when one is due;
+a claim held back by its queue's settings (paused, or at its `max_running`) also when a job of
+that queue stops running, and every claim of a queue when its settings change.
 
 Waking every waiting claim for each new job made each retry its query: ten transactions per
 job in a drain. A job wakes one waiting claim of its queue instead, the one waiting longest;
@@ -28,12 +30,13 @@ RECHECK_SECONDS = 0.05
 
 
 class _Waiter:
-    __slots__ = ("queues", "woken", "woken_for")
+    __slots__ = ("held", "queues", "woken", "woken_for")
 
     def __init__(self, queues: Sequence[str]) -> None:
         self.queues = tuple(queues)
         self.woken = asyncio.Event()
         self.woken_for = ""
+        self.held: tuple[str, ...] = ()  # its queues that gave nothing at its last attempt
 
 
 class ClaimWaiters:
@@ -42,16 +45,34 @@ class ClaimWaiters:
     def __init__(self) -> None:
         self._waiting: dict[str, dict[_Waiter, None]] = {}
         self._due: dict[str, tuple[float, asyncio.TimerHandle]] = {}
+        self._holding = 0  # waiting claims held back by some queue's settings
 
     def on_change(self, change: Change) -> None:
-        """A change-feed listener: a job that became pending wakes one claim of its queue."""
-        if change.collection != "jobs" or change.data is None or not self._waiting:
+        """A change-feed listener: a job that became pending wakes one claim of its queue, as
+        does a job that stopped running in a queue a claim was held back from; new settings
+        of a queue wake all its claims."""
+        if not self._waiting:
             return
-        if _PENDING not in change.data:
+        if change.collection == "queues":
+            for waiter in self._waiting.get(change.resource_id, ()):
+                waiter.woken_for = change.resource_id
+                waiter.woken.set()
+            return
+        if change.collection != "jobs" or change.data is None:
+            return
+        if _PENDING not in change.data and not self._holding:
             return
         body = orjson.loads(change.data)
-        if body.get("status") == "pending":
-            self._wake_one(str(body.get("queue")))
+        queue, status = str(body.get("queue")), body.get("status")
+        if status == "pending" or (status != "running" and self._held_back(queue)):
+            self._wake_one(queue)
+
+    def _hold(self, waiter: _Waiter, held: tuple[str, ...]) -> None:
+        self._holding += bool(held) - bool(waiter.held)
+        waiter.held = held
+
+    def _held_back(self, queue: str) -> bool:
+        return any(queue in waiter.held for waiter in self._waiting.get(queue, ()))
 
     def _wake_one(self, queue: str) -> bool:
         for waiter in self._waiting.get(queue, ()):
@@ -100,11 +121,14 @@ class ClaimWaiters:
         try:
             while True:
                 waiter.woken.clear()
-                claims = await claim_jobs(db=db, keys=keys, holder=holder, spec=spec)
+                claimed = await claim_jobs(db=db, keys=keys, holder=holder, spec=spec)
+                self._hold(waiter, claimed.held)
                 remaining = deadline - time.monotonic()
-                if claims or remaining <= 0:
-                    return claims
-                due = await next_due(db=db, queues=spec.queues)
+                if claimed.claims or remaining <= 0:
+                    return claimed.claims
+                # A held queue's due jobs wait for its settings or a free slot, not the clock.
+                free = [queue for queue in spec.queues if queue not in claimed.held]
+                due = await next_due(db=db, queues=free) if free else None
                 if due is not None:
                     self._wake_when_due(*due)
                 if not rechecked:
@@ -114,6 +138,7 @@ class ClaimWaiters:
                 if abandoned is not None and abandoned.is_set():
                     return []
         finally:
+            self._hold(waiter, ())
             for queue in waiter.queues:
                 waiting = self._waiting[queue]
                 del waiting[waiter]

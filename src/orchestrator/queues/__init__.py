@@ -1,0 +1,2 @@
+"""Queues: their settings (paused, max_running), the counts of their jobs, and the claim rules
+those settings make."""

@@ -1,0 +1,16 @@
+"""Apps with quick sweeps and backoffs, as the worker tests use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import Settings
+from tests.conftest import make_settings
+from tests.workers.conftest import FAST
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "data", **FAST)
