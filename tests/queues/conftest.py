@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import Settings
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 from tests.workers.conftest import FAST
 
 

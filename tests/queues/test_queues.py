@@ -14,7 +14,7 @@ from orchestrator.auth.users import Role
 from orchestrator.db.changelog import changes_after, latest_revision
 from orchestrator.queues.counts import fold_counts
 from orchestrator.services import Services
-from tests.factories import admin_headers, user_headers
+from tests.support.users import account, admin_auth
 from tests.workers.factories import insert_jobs
 
 QUEUES = "/api/v1/queues"
@@ -26,13 +26,13 @@ ZERO = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
 
 
 @pytest.fixture
-async def admin(client: httpx.AsyncClient) -> Headers:
-    return await admin_headers(client)
+def admin(services: Services) -> Headers:
+    return admin_auth(services)
 
 
 @pytest.fixture
-async def worker(client: httpx.AsyncClient, services: Services) -> Headers:
-    return await user_headers(client, services, "worker-1", "worker")
+async def worker(services: Services) -> Headers:
+    return await account(services, "worker-1", "worker")
 
 
 async def queue_of(client: httpx.AsyncClient, headers: Headers, name: str) -> dict[str, Any]:
@@ -168,7 +168,7 @@ async def test_only_admins_change_a_queue(
 ) -> None:
     await insert_jobs(services.db, queue="mail")
     before = await queue_of(client, admin, "mail")
-    users = [await user_headers(client, services, f"a-{role}", role) for role in ROLES]
+    users = [await account(services, f"a-{role}", role) for role in ROLES]
     revision = await latest_revision(services.db)
     for role, headers in zip(ROLES, users, strict=True):
         refused = await patch(client, headers, "mail", {"paused": True})

@@ -16,7 +16,11 @@ import pytest
 
 from orchestrator.db.migrate import upgrade
 from tests.changes.support import Stack, stack
-from tests.conftest import create_postgres_database, drop_postgres_database, require_postgres
+from tests.support.databases import (
+    create_postgres_database,
+    drop_postgres_database,
+    require_postgres,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 JOBS = "/api/v1/jobs"
