@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Final, Generic, Literal, TypeVar
+from urllib.parse import quote
 
 R = TypeVar("R")
 JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
@@ -647,3 +648,34 @@ def delete_schedule(schedule_id: str, *, if_match: str | None = None) -> Call[No
         resource=_schedule(schedule_id),
         guarded=True,
     )
+
+
+# ----------------------------------------------------------------------------- queues
+
+
+def _queue(name: str) -> str:
+    return f"/api/v1/queues/{quote(name, safe='')}"
+
+
+def list_queues() -> Call[dict[str, Any]]:
+    """`{"items": [...]}`: every queue that has jobs or settings, by name, each with `name`,
+    `paused`, `max_running`, `counts` (jobs by status), `scheduled` and `oldest_pending_at`."""
+    return Call("GET", "/api/v1/queues", _body, cacheable=True)
+
+
+def get_queue(name: str) -> Call[dict[str, Any]]:
+    """One queue (`NotFoundError` when it has neither jobs nor settings)."""
+    return Call("GET", _queue(name), _body, cacheable=True, resource=_queue(name))
+
+
+def update_queue(
+    name: str, *, paused: bool | _Unset = UNSET, max_running: int | _Unset | None = UNSET
+) -> Call[dict[str, Any]]:
+    """Pause or resume a queue, or cap its running jobs (`max_running=None`: no cap); the
+    settings left out stay as they are. Admins only."""
+    changes: dict[str, Any] = {}
+    if not isinstance(paused, _Unset):
+        changes["paused"] = paused
+    if not isinstance(max_running, _Unset):
+        changes["max_running"] = max_running
+    return Call("PATCH", _queue(name), _body, json=changes)

@@ -256,6 +256,9 @@ class _Calls(_Session):
     list_schedules = _Endpoint(calls.list_schedules)
     update_schedule = _Endpoint(calls.update_schedule)
     delete_schedule = _Endpoint(calls.delete_schedule)
+    list_queues = _Endpoint(calls.list_queues)
+    get_queue = _Endpoint(calls.get_queue)
+    update_queue = _Endpoint(calls.update_queue)
 
 
 class Client(_Calls):
