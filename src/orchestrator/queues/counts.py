@@ -1,4 +1,4 @@
-"""Jobs per queue and status, as the triggers of migration 0007 keep them: read in one small
+"""Jobs per queue and status, as the triggers of migration 0008 keep them: read in one small
 query whatever the number of jobs, never by counting the jobs themselves."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Queues: settings (paused, max_running), job counts kept by triggers, and the pending-time index.
 
-Revision ID: 0007_queues
-Revises: 0006_leases
+Revision ID: 0008_queues
+Revises: 0007_progress
 Create Date: 2026-12-01
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_queues"
-down_revision = "0006_leases"
+revision = "0008_queues"
+down_revision = "0007_progress"
 branch_labels = None
 depends_on = None
 
