@@ -8,9 +8,14 @@ import pytest
 
 from orchestrator.config import Settings
 from tests.support.settings import make_settings
-from tests.workers.conftest import FAST
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(database_url, tmp_path / "data", **FAST)
+    return make_settings(
+        database_url,
+        tmp_path / "data",
+        lease_sweep_seconds=0.2,
+        retry_backoff_seconds=0.2,
+        change_poll_seconds=0.2,
+    )

@@ -13,6 +13,7 @@ import pytest
 from orchestrator.auth.users import Role
 from orchestrator.db.changelog import changes_after, latest_revision
 from orchestrator.queues.counts import fold_counts
+from orchestrator.queues.queries import STATUSES
 from orchestrator.services import Services
 from tests.support.users import account, admin_auth
 from tests.workers.factories import insert_jobs
@@ -22,7 +23,7 @@ JOBS = "/api/v1/jobs"
 CLAIM = "/api/v1/jobs/claim"
 Headers = dict[str, str]
 ROLES: tuple[Role, ...] = ("member", "viewer", "worker")
-ZERO = {"pending": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
+ZERO = dict.fromkeys(STATUSES, 0)
 
 
 @pytest.fixture
@@ -129,13 +130,7 @@ async def test_counts_follow_every_transition(
     )
     assert bulk.status_code == 200
     expected = await counted(services)
-    assert expected["mail"] == {
-        "pending": 0,
-        "running": 1,
-        "succeeded": 1,
-        "failed": 0,
-        "cancelled": 4,
-    }
+    assert expected["mail"] == {**ZERO, "running": 1, "succeeded": 1, "cancelled": 4}
     assert await shown(client, admin) == expected
     # Folded (PostgreSQL keeps the changes apart until then), the same.
     await fold_counts(services.db)

@@ -15,12 +15,14 @@ import httpx
 import pytest
 
 from orchestrator.db.migrate import upgrade
+from orchestrator.queues.queries import STATUSES
 from tests.changes.support import Stack, stack
 from tests.support.databases import (
     create_postgres_database,
     drop_postgres_database,
     require_postgres,
 )
+from tests.workers.factories import insert_jobs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 JOBS = "/api/v1/jobs"
@@ -40,8 +42,14 @@ async def two(postgres: None, tmp_path: Path) -> AsyncIterator[Stack]:
     url = await create_postgres_database()
     try:
         await asyncio.to_thread(upgrade, url)
+        # A busy test machine can keep a claim waiting for a capped queue's lock longer than
+        # the default bound on a statement (1.5 s): what is tested here is the cap.
         async with stack(
-            tmp_path, database_url=url, processes=2, ORCH_RATE_LIMIT_ENABLED="false"
+            tmp_path,
+            database_url=url,
+            processes=2,
+            ORCH_RATE_LIMIT_ENABLED="false",
+            ORCH_DB_TIMEOUT_SECONDS="10",
         ) as running:
             yield running
     finally:
@@ -52,23 +60,8 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def create_jobs(
-    client: httpx.AsyncClient, two: Stack, token: str, queue: str, count: int
-) -> set[str]:
-    gate = asyncio.Semaphore(20)
-
-    async def create(n: int) -> str:
-        async with gate:
-            response = await client.post(
-                f"{two.servers[n % 2].url}{JOBS}",
-                json={"title": f"job {n}", "queue": queue},
-                headers=auth(token),
-            )
-        assert response.status_code == 201, response.text
-        job_id: str = response.json()["id"]
-        return job_id
-
-    return set(await asyncio.gather(*(create(n) for n in range(count))))
+async def create_jobs(two: Stack, queue: str, count: int) -> set[str]:
+    return set(await insert_jobs(two.db, count, queue=queue))
 
 
 async def settings(
@@ -132,7 +125,7 @@ async def test_50_claimers_on_two_processes_never_run_more_than_max_running(two:
     admin = await two.user("boss", role="admin")
     worker = await two.user("robot", role="worker")
     async with httpx.AsyncClient(timeout=60, limits=LIMITS) as client:
-        jobs = await create_jobs(client, two, admin, "limited", 150)
+        jobs = await create_jobs(two, "limited", 150)
         await settings(client, two, admin, "limited", {"max_running": 3})
         claimers = Claimers(two, worker, "limited", jobs)
         samples: list[int] = []
@@ -149,20 +142,14 @@ async def test_50_claimers_on_two_processes_never_run_more_than_max_running(two:
         assert len(samples) > 100
         assert claimers.completed == Counter(dict.fromkeys(jobs, 1))
         queue = (await client.get(f"{two.server.url}{QUEUES}/limited", headers=auth(admin))).json()
-        assert queue["counts"] == {
-            "pending": 0,
-            "running": 0,
-            "succeeded": 150,
-            "failed": 0,
-            "cancelled": 0,
-        }
+        assert queue["counts"] == {**dict.fromkeys(STATUSES, 0), "succeeded": 150}
 
 
 async def test_pausing_and_resuming_under_load_loses_no_job(two: Stack) -> None:
     admin = await two.user("boss", role="admin")
     worker = await two.user("robot", role="worker")
     async with httpx.AsyncClient(timeout=60, limits=LIMITS) as client:
-        jobs = await create_jobs(client, two, admin, "pausable", 200)
+        jobs = await create_jobs(two, "pausable", 200)
         claimers = Claimers(two, worker, "pausable", jobs)
         paused: list[tuple[float, float]] = []  # (pause answered, resume sent)
 

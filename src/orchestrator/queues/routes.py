@@ -12,7 +12,7 @@ from orchestrator.auth.deps import Admin, Reader
 from orchestrator.errors import NotFound, Unprocessable
 from orchestrator.http.responses import conditional_get, data_response
 from orchestrator.http.routing import Routes
-from orchestrator.queues.queries import get_queue, list_queues, update_queue
+from orchestrator.queues.queries import STATUSES, get_queue, list_queues, update_queue
 from orchestrator.queues.schemas import QueuePatch
 from orchestrator.representation import canonical_json, etag_for
 from orchestrator.services import services_of
@@ -31,19 +31,19 @@ _CONDITIONAL: dict[int | str, dict[str, Any]] = {
 }
 
 
-class Counts(BaseModel):
-    pending: int
-    running: int
-    succeeded: int
-    failed: int
-    cancelled: int
+# Every status a job can have, each a count (a new status is counted as soon as jobs have it).
+_COUNTS: dict[str, Any] = {
+    "properties": {status: {"type": "integer", "minimum": 0} for status in STATUSES},
+    "required": list(STATUSES),
+    "additionalProperties": False,
+}
 
 
 class QueueAnswer(BaseModel):
     name: str
     paused: bool = Field(description="true: the queue hands out no claims")
     max_running: int | None = Field(description="The cap on its running jobs; null: none")
-    counts: Counts = Field(description="Its jobs by status")
+    counts: dict[str, int] = Field(description="Its jobs by status", json_schema_extra=_COUNTS)
     scheduled: int = Field(description="Pending jobs that wait for a later time (run_at)")
     oldest_pending_at: str | None = Field(
         description="When its longest-waiting due job became due; null: none is due"
