@@ -15,8 +15,8 @@ from orchestrator.db.changelog import changes_after, latest_revision
 from orchestrator.queues.counts import fold_counts
 from orchestrator.queues.queries import STATUSES
 from orchestrator.services import Services
+from tests.support.jobs import make_jobs
 from tests.support.users import account, admin_auth
-from tests.workers.factories import insert_jobs
 
 QUEUES = "/api/v1/queues"
 JOBS = "/api/v1/jobs"
@@ -102,8 +102,8 @@ async def test_no_queue_without_jobs_or_settings(client: httpx.AsyncClient, admi
 async def test_counts_follow_every_transition(
     client: httpx.AsyncClient, services: Services, admin: Headers, worker: Headers
 ) -> None:
-    await insert_jobs(services.db, 6, queue="mail")
-    await insert_jobs(services.db, 2, queue="media")
+    await make_jobs(services.db, 6, queue="mail")
+    await make_jobs(services.db, 2, queue="media")
     taken = await claim(client, worker, "mail", max_jobs=4)
     await complete(client, worker, taken[0])
     failed = await client.post(
@@ -149,7 +149,7 @@ async def test_counts_follow_every_transition(
 async def test_scheduled_jobs_and_the_oldest_due_job(
     client: httpx.AsyncClient, services: Services, admin: Headers
 ) -> None:
-    await insert_jobs(services.db, 3, queue="later", due_in=3600)
+    await make_jobs(services.db, 3, queue="later", due_in=3600)
     first = await client.post(JOBS, json={"title": "now", "queue": "later"}, headers=admin)
     await client.post(JOBS, json={"title": "now too", "queue": "later"}, headers=admin)
     queue = await queue_of(client, admin, "later")
@@ -161,7 +161,7 @@ async def test_scheduled_jobs_and_the_oldest_due_job(
 async def test_only_admins_change_a_queue(
     client: httpx.AsyncClient, services: Services, admin: Headers
 ) -> None:
-    await insert_jobs(services.db, queue="mail")
+    await make_jobs(services.db, queue="mail")
     before = await queue_of(client, admin, "mail")
     users = [await account(services, f"a-{role}", role) for role in ROLES]
     revision = await latest_revision(services.db)
@@ -244,7 +244,7 @@ async def test_settings_are_kept_changed_field_by_field_and_logged(
 async def test_a_paused_queue_hands_out_nothing_while_its_running_jobs_go_on(
     client: httpx.AsyncClient, services: Services, admin: Headers, worker: Headers
 ) -> None:
-    await insert_jobs(services.db, 3, queue="mail")
+    await make_jobs(services.db, 3, queue="mail")
     [running] = await claim(client, worker, "mail")
     assert (await patch(client, admin, "mail", {"paused": True})).status_code == 200
     assert await claim(client, worker, "mail", max_jobs=5) == []
@@ -267,8 +267,8 @@ async def test_a_paused_queue_hands_out_nothing_while_its_running_jobs_go_on(
 async def test_a_batched_claim_takes_no_more_than_the_room_under_the_cap(
     client: httpx.AsyncClient, services: Services, admin: Headers, worker: Headers
 ) -> None:
-    await insert_jobs(services.db, 10, queue="gpu")
-    await insert_jobs(services.db, 3, queue="cpu")
+    await make_jobs(services.db, 10, queue="gpu")
+    await make_jobs(services.db, 3, queue="cpu")
     assert (await patch(client, admin, "gpu", {"max_running": 2})).status_code == 200
     first = await claim(client, worker, "gpu", max_jobs=8)
     assert len(first) == 2
@@ -289,7 +289,7 @@ async def test_a_batched_claim_takes_no_more_than_the_room_under_the_cap(
 async def test_a_waiting_claim_is_woken_by_a_resume_and_by_a_free_slot(
     client: httpx.AsyncClient, services: Services, admin: Headers, worker: Headers
 ) -> None:
-    await insert_jobs(services.db, 3, queue="mail")
+    await make_jobs(services.db, 3, queue="mail")
     assert (await patch(client, admin, "mail", {"paused": True})).status_code == 200
     waiting = asyncio.ensure_future(claim(client, worker, "mail", max_jobs=1, wait=20))
     await asyncio.sleep(0)

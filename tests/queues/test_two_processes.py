@@ -22,7 +22,7 @@ from tests.support.databases import (
     drop_postgres_database,
     require_postgres,
 )
-from tests.workers.factories import insert_jobs
+from tests.support.jobs import make_jobs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 JOBS = "/api/v1/jobs"
@@ -61,7 +61,7 @@ def auth(token: str) -> dict[str, str]:
 
 
 async def create_jobs(two: Stack, queue: str, count: int) -> set[str]:
-    return set(await insert_jobs(two.db, count, queue=queue))
+    return set(await make_jobs(two.db, count, queue=queue))
 
 
 async def settings(
