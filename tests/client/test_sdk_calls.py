@@ -167,13 +167,13 @@ async def test_every_operation_of_the_openapi_document_is_a_method_of_both_clien
         paused = await sdk.update_schedule(schedule["id"], enabled=False)
         assert (paused["enabled"], paused["next_run_at"]) == (False, None)
         await sdk.delete_schedule(schedule["id"])
-        queue = await sdk.update_queue("deploys/eu", paused=True, max_running=2)
-        assert (queue["name"], queue["paused"], queue["max_running"]) == ("deploys/eu", True, 2)
-        assert await sdk.get_queue("deploys/eu") == queue
+        queue = await sdk.update_queue("deploys-eu", paused=True, max_running=2)
+        assert (queue["name"], queue["paused"], queue["max_running"]) == ("deploys-eu", True, 2)
+        assert await sdk.get_queue("deploys-eu") == queue
         assert queue in (await sdk.list_queues())["items"]
-        resumed = await sdk.update_queue("deploys/eu", paused=False)
+        resumed = await sdk.update_queue("deploys-eu", paused=False)
         assert (resumed["paused"], resumed["max_running"]) == (False, 2)
-        assert (await sdk.update_queue("deploys/eu", max_running=None))["max_running"] is None
+        assert (await sdk.update_queue("deploys-eu", max_running=None))["max_running"] is None
         await sdk.logout()
         assert sdk.token is None
 
