@@ -12,7 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from orchestrator.auth import opaque
-from orchestrator.auth.cookies import SESSION_COOKIE, clearing_cookies, cookie_value, origin_allowed
+from orchestrator.auth.cookies import (
+    SESSION_COOKIE,
+    STATE_KEY,
+    clearing_cookies,
+    cookie_value,
+    origin_allowed,
+)
 from orchestrator.auth.deps import (
     authenticate,
     authenticate_cookie,
@@ -227,7 +233,10 @@ async def browser_session(request: Request) -> Response:
     response_class=Response,
     responses={
         204: {"description": "The session is over; a browser's cookies are cleared"},
-        401: {"description": "Missing, invalid, expired or revoked access token"},
+        401: {
+            "description": "Missing, invalid, expired or revoked access token or session cookie "
+            "(a cookie's answer still clears both cookies)"
+        },
         403: {"description": "Missing X-CSRF-Token (cookie), or an API key (it has no session)"},
     },
     summary="End the session of the access token or browser cookie (and of a refresh token)",
@@ -247,16 +256,17 @@ async def logout(request: Request, body: LogoutRequest | None = None) -> Respons
         cookie = cookie_value(request.scope, SESSION_COOKIE)
         if cookie is None:
             raise Unauthorized()
-        response.raw_headers.extend(
-            clearing_cookies(secure=secure_cookies(request, services.authenticator))
-        )
+        clearing = clearing_cookies(secure=secure_cookies(request, services.authenticator))
         try:
             principal, _ = await authenticate_cookie(
                 services.authenticator, cookie, rotate_if_due=False
             )
         except Unauthorized:
-            return response  # that session is over already: only the cookies remain to go
+            # Over already, or never ours: refused, but the browser still drops the cookies.
+            request.scope.setdefault("state", {})[STATE_KEY] = clearing
+            raise
         check_csrf(request, principal, services.authenticator)
+        response.raw_headers.extend(clearing)
     request.state.user = principal.username
     ending = {principal.session_id} if principal.session_id else set()
     if body is not None and body.refresh_token is not None:

@@ -40,7 +40,14 @@ async def _subject(request: Request, caller: Principal, username: str | None) ->
     return user.id
 
 
-@router.get("/api/v1/sessions", summary="Your live sessions (admins: any user's)")
+@router.get(
+    "/api/v1/sessions",
+    responses={
+        403: {"description": "Another user's sessions (admins only)"},
+        404: {"description": "No such user (`username`)"},
+    },
+    summary="Your live sessions (admins: any user's)",
+)
 async def sessions(request: Request, user: CurrentUser, username: Username = None) -> Response:
     services = services_of(request)
     found = await list_sessions(
