@@ -22,6 +22,7 @@ SCENARIOS = (
     "raw ASGI reference",
     "GET /health",
     "GET /api/v1/jobs/{id}",
+    "GET /api/v1/jobs/{id}, API key",
     "304 task list, 10 tasks",
     "304 task list, 1,000 tasks",
     "304 task list, 10,000 tasks",
