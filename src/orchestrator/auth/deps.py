@@ -177,13 +177,12 @@ async def authenticate(auth: Authenticator, token: str | None) -> Principal:
 
 
 async def _authenticate_key(auth: Authenticator, secret: str) -> Principal:
-    if not opaque.is_api_key(secret):
-        raise Unauthorized("Invalid API key")
     key = await auth.api_keys.get(secret)
     if key is None:
         raise Unauthorized("Invalid API key")
-    now = datetime.now(UTC)
-    if key.expires_at <= now:
+    now = time.time()
+    expires_at = key.expires_at.timestamp()
+    if expires_at <= now:
         raise Unauthorized("API key expired")
     user = await auth.users.get(key.username)
     if user is None or user.disabled:
@@ -195,7 +194,7 @@ async def _authenticate_key(auth: Authenticator, secret: str) -> Principal:
         role=user.role,
         api_key_id=key.id,
         read_only=key.read_only,
-        expires_at=key.expires_at.timestamp(),
+        expires_at=expires_at,
         credential=Credential(secret),
     )
 
