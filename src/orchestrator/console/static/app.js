@@ -84,7 +84,7 @@ async function checkVersion() {
 }
 
 function startFeed() {
-  app.feed = new Feed(["jobs", "tasks"]);
+  app.feed = new Feed(["jobs", "tasks", "queues"]);
   app.feed.addEventListener("state", (event) => {
     showLive(event.detail);
     if (event.detail === "live") checkVersion();

@@ -15,6 +15,11 @@ function queueState(queue) {
   return [state, limit];
 }
 
+/** The queue's PATCH route (admins): its name may hold any character, `/` too. */
+function queuePath(name) {
+  return `/api/v1/queues/${name.split("/").map(encodeURIComponent).join("/")}`;
+}
+
 export function overviewView(main, app) {
   const notice = h("p", { class: "notice", "aria-live": "polite" });
   const totals = h("ul", { class: "cards", "aria-label": "Jobs by status" });
@@ -61,6 +66,7 @@ export function overviewView(main, app) {
   const finished = new Map(); // id -> {at, ok}
   let queues = null;
   let queuesAvailable = true;
+  let refocus = null;
   let timer = 0;
   let redraw = 0;
 
@@ -87,6 +93,9 @@ export function overviewView(main, app) {
       return;
     }
     if (!queues) return;
+    // A button pressed (disabled meanwhile, so not focused now) or focused keeps the focus.
+    const focused = refocus || (queuesBody.contains(document.activeElement) ? document.activeElement.dataset.focus : null);
+    refocus = null;
     queuesNote.textContent = "";
     const statuses = app.statuses.list();
     queuesHead.replaceChildren(
@@ -110,13 +119,44 @@ export function overviewView(main, app) {
           "tr",
           { "data-queue": queue.name },
           h("th", { scope: "row" }, h("a", { href: `#/jobs${query({ queue: queue.name })}` }, queue.name)),
-          h("td", {}, queueState(queue)),
+          h("td", {}, queueState(queue), app.user.role === "admin" ? [" ", pauseButton(queue)] : null),
           ...statuses.map((st) => h("td", { class: "num" }, ((queue.counts || {})[st] ?? 0).toLocaleString())),
           h("td", { class: "num" }, typeof queue.scheduled === "number" ? queue.scheduled.toLocaleString() : "—"),
           h("td", {}, queue.oldest_pending_at ? `${age(queue.oldest_pending_at)} ago` : "—"),
         ),
       ),
     );
+    if (focused) {
+      const again = [...queuesBody.querySelectorAll("[data-focus]")].find((el) => el.dataset.focus === focused);
+      if (again) again.focus();
+    }
+  }
+
+  function pauseButton(queue) {
+    const verb = queue.paused ? "Resume" : "Pause";
+    const button = h("button", { type: "button", class: "secondary small", "data-focus": `pause:${queue.name}` }, `${verb} ${queue.name}`);
+    button.addEventListener("click", async () => {
+      refocus = button.dataset.focus;
+      button.disabled = true;
+      notice.textContent = "";
+      try {
+        const { data } = await api("PATCH", queuePath(queue.name), { body: { paused: !queue.paused } });
+        upsertQueue(data);
+        notice.textContent = `Queue ${queue.name} ${data.paused ? "paused: it hands out no claims; running jobs go on" : "resumed"}.`;
+      } catch (error) {
+        notice.textContent = `${queue.name}: ${error.message}`;
+        button.disabled = false;
+      }
+      render();
+    });
+    return button;
+  }
+
+  function upsertQueue(queue) {
+    if (!queues) return;
+    const at = queues.findIndex((q) => q.name === queue.name);
+    if (at === -1) queues = [...queues, queue].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    else queues[at] = queue;
   }
 
   function renderRunning() {
@@ -228,6 +268,11 @@ export function overviewView(main, app) {
   let queuesTimer = 0;
   function onChange(event) {
     const change = event.detail;
+    if (change.collection === "queues") {
+      if (change.data) upsertQueue(change.data);
+      renderSoon();
+      return;
+    }
     if (change.collection !== "jobs") return;
     const job = change.data;
     if (change.op === "delete" || !job || job.status !== "running") running.delete(change.id);
