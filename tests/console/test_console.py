@@ -51,9 +51,11 @@ def test_sign_in_with_the_keyboard_and_sign_out(page: Page, server: ServerProces
         expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
     expect(page.get_by_role("link", name="Admin", exact=True)).to_have_count(0)
     live(page)
+    # The first page's heading has the focus; the navigation comes before it.
+    expect(page.get_by_role("heading", name="Overview", level=1)).to_be_focused()
     jobs_link = page.get_by_role("link", name="Jobs", exact=True)
     for _ in range(10):
-        page.keyboard.press("Tab")
+        page.keyboard.press("Shift+Tab")
         if jobs_link.evaluate("(link) => link === document.activeElement"):
             break
     expect(jobs_link).to_be_focused()

@@ -126,7 +126,12 @@ function signedOut(message) {
   signOut.hidden = true;
   clear(main);
   document.title = "Sign in — Orchestrator console";
-  app.view = signInView(main, { message, onSignedIn: signedIn });
+  // Signed in through the form, the focus moves to the first page's heading (it is announced).
+  const fromForm = (user) => {
+    routed = true;
+    signedIn(user);
+  };
+  app.view = signInView(main, { message, onSignedIn: fromForm });
 }
 
 const ROUTES = [
