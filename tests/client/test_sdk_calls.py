@@ -107,6 +107,20 @@ async def test_every_operation_of_the_openapi_document_is_a_method_of_both_clien
         await sdk.login("admin", ADMIN_PASSWORD)  # a second session, to end through the API
         await sdk.end_session(sessions[0]["id"], username="admin")
         assert "admin" in {u["username"] for u in (await sdk.list_users())["users"]}
+        ada = await sdk.create_user("ada", "correct horse battery", role="viewer")
+        assert (ada["username"], ada["role"]) == ("ada", "viewer")
+        assert (await sdk.update_user("ada", role="member", disabled=True))["disabled"] is True
+        await sdk.end_user_sessions("ada")
+        made = await sdk.create_api_key("ci", read_only=True, expires_in_days=7, username="ada")
+        assert made["key"]
+        assert made["read_only"] is True
+        listed = (await sdk.list_api_keys(username="ada"))["api_keys"]
+        assert [k["id"] for k in listed] == [made["id"]]
+        assert "key" not in listed[0]
+        await sdk.revoke_api_key(made["id"])
+        await sdk.change_password(ADMIN_PASSWORD, "a new and long admin password")
+        sdk.token = sdk.refresh_token = None  # the next call logs in with the new password
+        assert (await sdk.me())["username"] == "admin"
         assert "orch_http_requests_total" in await sdk.metrics()
         job = await sdk.create_job("j", queue="q", payload={"n": 1}, idempotency_key="k-1")
         assert await sdk.get_job(job["id"]) == job

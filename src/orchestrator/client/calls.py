@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 R = TypeVar("R")
 JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+Role = Literal["admin", "member", "viewer", "worker"]
 
 
 class _Unset(Enum):
@@ -149,6 +150,8 @@ class Call(Generic[R]):
     grants: bool = False
     # A logout: the session forgets its tokens and credentials.
     ends_session: bool = False
+    # A change of one's own password: the session logs in again with this one.
+    new_password: str | None = None
     # The answer is text (Prometheus exposition), not JSON.
     text: bool = False
     # A call about a lease: (job id, token, its secret or None for the one this client was given
@@ -263,6 +266,63 @@ def me() -> Call[dict[str, Any]]:
 def list_users() -> Call[dict[str, Any]]:
     """Every user (admins only)."""
     return Call("GET", "/api/v1/users", _body, cacheable=True)
+
+
+def create_user(username: str, password: str, *, role: Role | None = None) -> Call[dict[str, Any]]:
+    """Create a user (admins only; `role` defaults to member)."""
+    body = _present(username=username, password=password, role=role)
+    return Call("POST", "/api/v1/users", _body, json=body)
+
+
+def update_user(
+    username: str,
+    *,
+    role: Role | None = None,
+    disabled: bool | None = None,
+) -> Call[dict[str, Any]]:
+    """Change a user's role or disable/enable them (admins only; not yourself)."""
+    body = _present(role=role, disabled=disabled)
+    return Call("PATCH", f"/api/v1/users/{quote(username, safe='')}", _body, json=body)
+
+
+def end_user_sessions(username: str) -> Call[None]:
+    """End every session of a user (admins only): their tokens stop working; API keys stay."""
+    return Call("DELETE", f"/api/v1/users/{quote(username, safe='')}/sessions", _nothing)
+
+
+def change_password(current_password: str, new_password: str) -> Call[None]:
+    """Change your own password; your other sessions end, this client logs in with the new one."""
+    return Call(
+        "POST",
+        "/api/v1/users/me/password",
+        _nothing,
+        json={"current_password": current_password, "new_password": new_password},
+        new_password=new_password,
+    )
+
+
+def create_api_key(
+    name: str,
+    *,
+    read_only: bool | None = None,
+    expires_in_days: int | None = None,
+    username: str | None = None,
+) -> Call[dict[str, Any]]:
+    """Make an API key (admins: for `username`); the answer's `key` is shown this once."""
+    body = _present(
+        name=name, read_only=read_only, expires_in_days=expires_in_days, username=username
+    )
+    return Call("POST", "/api/v1/api-keys", _body, json=body)
+
+
+def list_api_keys(*, username: str | None = None) -> Call[dict[str, Any]]:
+    """Your API keys (admins: everyone's, or `username`'s), without their secrets."""
+    return Call("GET", "/api/v1/api-keys", _body, params=_query(username=username))
+
+
+def revoke_api_key(key_id: str) -> Call[None]:
+    """Revoke an API key: refused by every process from then on."""
+    return Call("DELETE", f"/api/v1/api-keys/{quote(key_id, safe='')}", _nothing)
 
 
 def metrics() -> Call[str]:

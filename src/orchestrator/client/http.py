@@ -134,6 +134,8 @@ class _Session:
             self._credentials = call.credentials
         if call.ends_session:
             self.token = self.refresh_token = self._credentials = None
+        if call.new_password is not None and self._credentials is not None:
+            self._credentials = (self._credentials[0], call.new_password)
         self._remember(call, response, content)
         if call.text:
             return call.read(status, content.decode())
@@ -230,6 +232,13 @@ class _Calls(_Session):
     end_session = _Endpoint(calls.end_session)
     me = _Endpoint(calls.me)
     list_users = _Endpoint(calls.list_users)
+    create_user = _Endpoint(calls.create_user)
+    update_user = _Endpoint(calls.update_user)
+    end_user_sessions = _Endpoint(calls.end_user_sessions)
+    change_password = _Endpoint(calls.change_password)
+    create_api_key = _Endpoint(calls.create_api_key)
+    list_api_keys = _Endpoint(calls.list_api_keys)
+    revoke_api_key = _Endpoint(calls.revoke_api_key)
     metrics = _Endpoint(calls.metrics)
     create_job = _Endpoint(calls.create_job)
     get_job = _Endpoint(calls.get_job)
