@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -19,3 +20,15 @@ def record(job: dict[str, Any]) -> dict[str, Any]:
     with open(os.environ["ORCH_TEST_HANDLER_LOG"], "a") as log:
         log.write(f"{job['id']} {os.getpid()}\n")
     return {"pid": os.getpid(), "n": payload.get("n")}
+
+
+async def staggered(job: dict[str, Any]) -> dict[str, Any]:
+    """Log the call after `payload.ms` milliseconds (jobs of one batch finish apart)."""
+    await asyncio.sleep((job.get("payload") or {}).get("ms", 0) / 1000)
+    line = f"{job['id']} {os.getpid()}\n".encode()
+    fd = os.open(os.environ["ORCH_TEST_HANDLER_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line)  # one short append: no thread hop needed
+    finally:
+        os.close(fd)
+    return {"pid": os.getpid()}

@@ -27,6 +27,8 @@ class WorkerProcess(Child):
         username: str = "admin",
         wait: float = 1,
         grace: float = 5,
+        concurrency: int = 1,
+        handler: str = "tests.workers.handlers:record",
     ) -> None:
         super().__init__(name=name, command=[], env={}, log_path=log_path, cwd=REPO)
         self.url = url
@@ -37,12 +39,15 @@ class WorkerProcess(Child):
         self.username = username
         self.wait = wait
         self.grace = grace
+        self.concurrency = concurrency
+        self.handler = handler
 
     def arguments(self) -> list[str]:
         command = [
             sys.executable, "-m", "orchestrator", "worker",
             "--queue", self.queue,
-            "--handler", "tests.workers.handlers:record",
+            "--handler", self.handler,
+            "--concurrency", str(self.concurrency),
             "--name", self.name,
             "--lease-seconds", str(self.lease_seconds),
             "--wait", str(self.wait),

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.db import Database, open_database
 from tests.support.databases import create_postgres_database, drop_postgres_database
@@ -65,7 +66,7 @@ async def db(server: ServerProcess, stack_db: str) -> AsyncIterator[Database]:
 def spawn(server: ServerProcess, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(name: str, lease_seconds: float = 3) -> WorkerProcess:
+    def start(name: str, lease_seconds: float = 3, **options: Any) -> WorkerProcess:
         worker = WorkerProcess(
             name=name,
             url=server.url,
@@ -73,6 +74,7 @@ def spawn(server: ServerProcess, tmp_path: Path) -> Iterator[Callable[..., Worke
             log_path=tmp_path / f"worker-{name}.log",
             handler_log=tmp_path / "handled.log",
             lease_seconds=lease_seconds,
+            **options,
         ).start()
         started.append(worker)
         return worker
@@ -129,6 +131,42 @@ async def test_four_workers_complete_a_thousand_jobs_exactly_once(
     assert {int(r["attempts"]) for r in rows} == {1}
     pids = {orjson.loads(r["result"])["pid"] for r in rows}
     assert pids <= {w.pid for w in workers}
+
+
+async def _worker_requests(server: ServerProcess) -> Counter[str]:
+    """The worker calls the server has answered so far, by route."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        text = (await http.get("/metrics")).text
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            route = sample.labels.get("route", "")
+            if sample.name == "orch_http_requests_total" and route.startswith("/api/v1/jobs"):
+                counts[route] += int(sample.value)
+    return counts
+
+
+async def test_a_busy_worker_reports_jobs_finishing_close_together_in_one_request(
+    db: Database, server: ServerProcess, spawn: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    # Each claim of 8 takes jobs that run 0, 2, ... 14 ms: they finish apart, not at once.
+    ids = [(await make_jobs(db, payload={"ms": n % 8 * 2}))[0] for n in range(96)]
+    worker = spawn(
+        "busy", lease_seconds=10, concurrency=8, handler="tests.workers.handlers:staggered"
+    )
+
+    async def all_done() -> bool:
+        row = await db.fetch_one("SELECT count(*) AS n FROM jobs WHERE status = 'succeeded'")
+        return row is not None and int(row["n"]) == len(ids)
+
+    await until(all_done)
+    calls = await _worker_requests(server)
+    worker.terminate()
+    assert worker.stop() == 0, worker.logs()[-2000:]
+    assert sorted(job_id for job_id, _pid in handled(tmp_path)) == sorted(ids)
+    # Claims and reports together: about one request per several jobs, none per job.
+    assert calls["/api/v1/jobs/claim"] + calls["/api/v1/jobs/report"] <= len(ids) / 2, calls
+    assert not any(route.endswith(("/complete", "/fail")) for route in calls), calls
 
 
 async def test_crashed_stalled_and_cancelled_workers(

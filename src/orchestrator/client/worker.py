@@ -40,6 +40,10 @@ MAX_BATCH = 100  # jobs per call, as the server takes them
 # Running jobs are heartbeated at least this often, so that a cancellation reaches its
 # handler within a second.
 CANCEL_CHECK_SECONDS = 0.5
+# A finished job's report waits at most this long for others to join it in one request
+# (it goes at once when no other job is running, half the slots have a report waiting, or
+# the worker stops): jobs finishing close together share a request, none is held long.
+REPORT_LINGER_SECONDS = 0.002
 PAST = {"complete": "succeeded", "fail": "failed", "release": "released"}
 
 
@@ -136,6 +140,7 @@ class _Report:
 
     claim: JobClaim
     verb: Literal["complete", "fail", "release"]
+    queued: float
     until: float
     result: Any = None
     error: str = ""
@@ -156,7 +161,9 @@ class Worker:
     and `run()` raises `WorkerStopped`.
 
     A busy worker makes one request per job or fewer: the outcomes of the jobs that finished
-    are reported together, and the same request claims as many jobs as slots are free. Running
+    are reported together, and the same request claims as many jobs as slots are free. A
+    report waits up to `report_linger` seconds for other running jobs to finish too, so that
+    jobs finishing close together share a request. Running
     jobs are heartbeated together, every `heartbeat_seconds` (at most half a second by
     default, so that a cancellation reaches its handler within a second).
     """
@@ -173,6 +180,7 @@ class Worker:
         name: str | None = None,
         shutdown_grace: float = 30,
         heartbeat_seconds: float | None = None,
+        report_linger: float = REPORT_LINGER_SECONDS,
     ) -> None:
         if not 1 <= concurrency <= MAX_BATCH:
             raise ValueError(f"concurrency must be from 1 to {MAX_BATCH}")
@@ -185,6 +193,7 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.shutdown_grace = shutdown_grace
         self.heartbeat_seconds = heartbeat_seconds or min(lease_seconds / 3, CANCEL_CHECK_SECONDS)
+        self.report_linger = report_linger
         self._is_async = inspect.iscoroutinefunction(handler)
         self._with_context = takes_context(handler)
         self._stopping = asyncio.Event()
@@ -273,10 +282,11 @@ class Worker:
                     self._interrupt_all("shutdown")
             wake_at = shutdown_at
             if self._reports and self._refused is None:
-                if loop.time() >= self._hold_reports_until:
+                send_at = max(self._hold_reports_until, self._linger_until())
+                if loop.time() >= send_at:
                     await self._send_reports()
                     continue
-                wake_at = min(wake_at or math.inf, self._hold_reports_until)
+                wake_at = min(wake_at or math.inf, send_at)
             elif self._stopping.is_set():
                 if all(job.interruption == "shutdown" for job in self._running.values()):
                     return
@@ -288,6 +298,17 @@ class Worker:
 
     def _free(self) -> int:
         return self.concurrency - len(self._running)
+
+    def _linger_until(self) -> float:
+        """When the reports waiting go: `report_linger` after the first, or at once when no
+        other job is running, half the slots have a report waiting, or the worker stops."""
+        if (
+            self._stopping.is_set()
+            or len(self._reports) >= max(1, self.concurrency // 2)
+            or all(job.interruption is not None for job in self._running.values())
+        ):
+            return 0.0
+        return min(report.queued for report in self._reports) + self.report_linger
 
     async def _claim(self, count: int) -> None:
         """Claim up to `count` jobs, waiting for them; given up when the worker stops (closing
@@ -370,8 +391,8 @@ class Worker:
     def _report(
         self, claimed: JobClaim, verb: Literal["complete", "fail", "release"], **fields: Any
     ) -> None:
-        until = asyncio.get_running_loop().time() + self.lease_seconds
-        self._reports.append(_Report(claimed, verb, until, **fields))
+        now = asyncio.get_running_loop().time()
+        self._reports.append(_Report(claimed, verb, now, now + self.lease_seconds, **fields))
         self._changed.set()
 
     def _interrupt(self, job: _Running, why: Interruption) -> None:
