@@ -1,7 +1,8 @@
 """Request bodies are JSON or nothing: 415 for another content type, 422 (as for any other
 invalid body) for JSON that is malformed or ambiguous (NaN, duplicate keys, lone surrogates,
 too deep, numbers that do not fit) or holds NUL characters, which no database column can store
-faithfully. Checked once, before any route."""
+faithfully. Checked once, before any route, which is handed the parsed document
+(`parsed_body`) instead of parsing the body again."""
 
 from __future__ import annotations
 
@@ -69,8 +70,21 @@ def _no_nul_nor_depth(value: Any) -> None:
         stack.extend((child, depth + 1) for child in children)
 
 
-def check_json(body: bytes) -> None:
-    """Raise `_Rejected` unless `body` is one unambiguous JSON document."""
+# Where the parsed document of a checked JSON body waits for the route (`parsed_body`).
+PARSED_BODY = "orchestrator.parsed_body"
+NO_BODY: Any = object()
+
+
+def parsed_body(scope: Scope) -> Any:
+    """The JSON document this middleware parsed from the request's body, or `NO_BODY`."""
+    return scope.get(PARSED_BODY, NO_BODY)
+
+
+def check_json(body: bytes) -> Any:
+    """The document `body` holds; `_Rejected` unless it is one unambiguous JSON document.
+
+    The document is what `json.loads(body)` returns, as the framework would have parsed it.
+    """
     try:
         # orjson refuses invalid UTF-8, lone surrogates, NaN/Infinity, numbers that overflow
         # a double and nesting past 1024, without recursing on our stack.
@@ -79,8 +93,9 @@ def check_json(body: bytes) -> None:
         raise _Rejected(422, f"The request body is not valid JSON: {exc.msg}") from exc
     _no_nul_nor_depth(parsed)  # before the pass below, which recurses
     try:
-        # orjson keeps the last of duplicate keys silently; a second, strict pass refuses them.
-        json.loads(body, object_pairs_hook=_unique_keys)
+        # orjson keeps the last of duplicate keys silently; a second, strict pass refuses
+        # them, and its document is the one handed on.
+        return json.loads(body, object_pairs_hook=_unique_keys)
     except (RecursionError, ValueError) as exc:
         raise _Rejected(422, "The request body is not valid JSON") from exc
 
@@ -134,7 +149,7 @@ class JsonContentTypeMiddleware:
         body = b"".join(chunks)
         if body:
             try:
-                check_json(body)
+                scope[PARSED_BODY] = check_json(body)
             except _Rejected as rejected:
                 response = error_response(
                     scope,
