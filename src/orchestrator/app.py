@@ -44,7 +44,7 @@ from orchestrator.http.openapi import install_openapi
 from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits, RoutePolicies
 from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.resource_ids import register_resource_ids
-from orchestrator.http.routing import routes_of
+from orchestrator.http.routing import index_routes, routes_of
 from orchestrator.http.security_headers import SecurityHeadersMiddleware
 from orchestrator.jobs.lease_routes import router as lease_router
 from orchestrator.jobs.leases import LeaseKeys
@@ -241,6 +241,7 @@ def create_app(settings: Settings) -> FastAPI:
         add_routes(app, router)
     install_docs(app)
     name_plain_routes(app.router.routes)
+    index_routes(app.router)
 
     if faults.enabled:
         app.add_middleware(FaultResponseMiddleware, faults=faults)

@@ -1,8 +1,10 @@
-"""Routers whose routes are made when the app mounts them, not when their module is imported.
+"""Routing: routers whose routes are made when the app mounts them, lean routes, and an index
+of the app's routes by path.
 
 Starlette compiles a route's path as the route is made, and our paths use the `id` convertor
 (`http/resource_ids.py`), which `create_app` registers: so the route modules only record
-their routes, and `create_app` makes them after registering it.
+their routes, and `create_app` makes them after registering it. `LeanRoute` and `RouteIndex`
+take the framework's generic machinery off the hot paths, with the same outcome.
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ from fastapi._compat import ModelField
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_body_to_args
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi.routing import (  # the router's own steps, repeated by RouteIndex
+    APIRoute,
+    _apply_router_form_limits,
+    _update_scope,
+)
+from fastapi.telemetry._api import _route_selected
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from orchestrator.http.content_type import NO_BODY, parsed_body
 
@@ -204,3 +212,105 @@ def _returns_response(call: Callable[..., Any]) -> bool:
     except Exception:
         return False
     return isinstance(returned, type) and issubclass(returned, Response)
+
+
+class RouteIndex:
+    """The app's router, trying for each path only the routes that could match it.
+
+    The router tries its routes in order, a regular expression each, until one matches: an
+    authenticated read of a job went through fifteen routes first, about a sixth of its CPU.
+    A route's expression can only match a path that starts with the route's literal text
+    (the path up to its first parameter), and a route without parameters only its own path;
+    so the routes that pass that test, in their order, are tried exactly as the router
+    would, with the same outcome (first full match, else the first partial one: a 405).
+    A path none of them matches, a scope with a `root_path`, and anything but HTTP and
+    WebSocket go to the router itself, which scans everything as before (404s, redirects,
+    lifespan).
+    """
+
+    def __init__(self, router: APIRouter) -> None:
+        self.router = router
+        self.scan = router.app  # the router's own dispatch
+        self._indexed: list[BaseRoute] = []
+        self._candidates: dict[tuple[str | None, tuple[str, ...]], list[BaseRoute]] = {}
+
+    def _build(self) -> None:
+        routes = list(self.router.routes)
+        exact: dict[str, list[int]] = {}
+        prefixes: dict[int, dict[str, list[int]]] = {}
+        always: list[int] = []
+        for position, route in enumerate(routes):
+            path_format = getattr(route, "path_format", None)
+            if not isinstance(route, Route | WebSocketRoute) or not isinstance(path_format, str):
+                always.append(position)  # mounts, included routers: no shortcut
+            elif "{" not in path_format:
+                exact.setdefault(path_format, []).append(position)
+            else:
+                literal = path_format.partition("{")[0]
+                prefixes.setdefault(len(literal), {}).setdefault(literal, []).append(position)
+        self._routes = routes
+        self._exact = exact
+        self._prefixes = sorted(prefixes.items())
+        self._always = always
+        self._candidates = {}
+        self._indexed = self.router.routes
+
+    def candidates(self, path: str) -> list[BaseRoute]:
+        """The routes that could match `path`, in the router's order."""
+        routes = self.router.routes
+        if routes is not self._indexed or len(routes) != len(self._routes):
+            self._build()  # routes were added or replaced since
+        literals = tuple(
+            path[:length] for length, bucket in self._prefixes if path[:length] in bucket
+        )
+        key = (path if path in self._exact else None, literals)
+        found = self._candidates.get(key)
+        if found is None:
+            positions = list(self._always)
+            if key[0] is not None:
+                positions += self._exact[key[0]]
+            for length, bucket in self._prefixes:
+                literal = path[:length]
+                if literal in literals:
+                    positions += bucket[literal]
+            found = [self._routes[p] for p in sorted(positions)]
+            if len(self._candidates) < 4096:  # bounded: keys are routes' own texts
+                self._candidates[key] = found
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope.get("root_path"):
+            await self.scan(scope, receive, send)
+            return
+        router = self.router
+        # What the router does before matching (again, harmlessly, when it scans instead).
+        _apply_router_form_limits(scope, router.form_limits)
+        if "router" not in scope:
+            scope["router"] = router
+        partial: tuple[BaseRoute, Scope] | None = None
+        for route in self.candidates(scope["path"]):
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                await _handle(route, child_scope, scope, receive, send)
+                return
+            if match is Match.PARTIAL and partial is None:
+                partial = (route, child_scope)
+        if partial is None:
+            await self.scan(scope, receive, send)  # no route: the router's fallbacks
+            return
+        await _handle(*partial, scope, receive, send)
+
+
+async def _handle(
+    route: BaseRoute, child_scope: Scope, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """What the router does with the route it picked."""
+    _update_scope(scope, child_scope)
+    path = getattr(route, "path_format", None)
+    _route_selected(scope=scope, path=path, mount=isinstance(route, Mount))
+    await route.handle(scope, receive, send)
+
+
+def index_routes(router: APIRouter) -> None:
+    """Dispatch `router`'s requests through a `RouteIndex`."""
+    router.middleware_stack = RouteIndex(router)
