@@ -261,7 +261,9 @@ class RouteIndex:
         if routes is not self._indexed or len(routes) != len(self._routes):
             self._build()  # routes were added or replaced since
         literals = tuple(
-            path[:length] for length, bucket in self._prefixes if path[:length] in bucket
+            path[:length]
+            for length, bucket in self._prefixes
+            if length <= len(path) and path[:length] in bucket
         )
         key = (path if path in self._exact else None, literals)
         found = self._candidates.get(key)
@@ -269,11 +271,10 @@ class RouteIndex:
             positions = list(self._always)
             if key[0] is not None:
                 positions += self._exact[key[0]]
-            for length, bucket in self._prefixes:
-                literal = path[:length]
-                if literal in literals:
-                    positions += bucket[literal]
-            found = [self._routes[p] for p in sorted(positions)]
+            for _length, bucket in self._prefixes:
+                for literal in literals:
+                    positions += bucket.get(literal, ())
+            found = [self._routes[p] for p in sorted(set(positions))]
             if len(self._candidates) < 4096:  # bounded: keys are routes' own texts
                 self._candidates[key] = found
         return found
