@@ -160,6 +160,6 @@ async def test_sse_streams_changes_and_resumes_with_last_event_id(stack: Stack) 
         assert [int(e["id"]) for e in resumed[1:]] == more
 
         assert (await client.get(url)).status_code == 401
-        bad = await client.get(url, params={"collections": "users"}, headers=headers)
+        bad = await client.get(url, params={"collections": "nonsense"}, headers=headers)
         assert bad.status_code == 422
         assert bad.json()["error"]["code"] == 422

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 
 from orchestrator.services import Services
-from tests.support.users import admin_auth
+from tests.support.users import account, admin_auth
 
 NOT_REVISIONS = [
     b"9" * 5000,  # more digits than int() converts
@@ -41,3 +41,14 @@ async def test_a_last_event_id_or_since_that_is_no_revision_gets_422(
             )
         assert response.status_code == 422, (since[:8], response.text)
         assert response.json()["error"]["code"] == 422
+
+
+async def test_only_admins_may_follow_users_over_sse(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    member = await account(services, "sse-member")
+    async with asyncio.timeout(10):  # a stream (200) would never end
+        response = await client.get("/api/v1/changes?collections=jobs,users", headers=member)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == 403
+    assert "users" in response.json()["error"]["message"]

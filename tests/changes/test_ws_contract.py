@@ -12,7 +12,7 @@ import orjson
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from orchestrator.auth.users import set_disabled
+from orchestrator.auth.users import set_disabled, set_role
 from orchestrator.db.changelog import latest_revision, prune_changes
 from tests.changes.support import (
     Stack,
@@ -244,11 +244,12 @@ async def test_subscribe_since_replays_then_streams_live(stack: Stack) -> None:
         assert (await recv_json(ws))["revision"] == live
 
 
-async def test_users_collection_is_never_exposed(stack: Stack) -> None:
+async def test_only_admins_follow_the_users_collection(stack: Stack) -> None:
     async with ws_connect(stack.server, await stack.user(username())) as ws:
         await connected(ws)
-        await send_json(ws, {"type": "subscribe", "collections": ["users"]})
-        assert (await recv_json(ws))["type"] == "error"
+        await send_json(ws, {"type": "subscribe", "collections": ["jobs", "users"]})
+        refused = await recv_json(ws)
+        assert (refused["type"], refused["code"]) == ("error", "forbidden")
         ack = await subscribe(ws, ["jobs", "tasks"], since=0)
         assert ack["type"] == "subscribed"
         await stack.user(username())  # a users change
@@ -259,6 +260,26 @@ async def test_users_collection_is_never_exposed(stack: Stack) -> None:
             assert frame["collection"] in ("jobs", "tasks")
             if frame["revision"] == revision:
                 break
+
+
+async def test_admins_see_users_change_live_without_hashes_until_demoted(stack: Stack) -> None:
+    admin = username()
+    async with ws_connect(stack.server, await stack.user(admin, "admin")) as ws:
+        await connected(ws)
+        assert (await subscribe(ws, ["users"]))["type"] == "subscribed"
+        newcomer = username()
+        await stack.user(newcomer, "viewer")
+        change = await recv_json(ws)
+        while change["data"]["username"] != newcomer:  # the admin's own creation may come first
+            change = await recv_json(ws)
+        assert (change["collection"], change["op"]) == ("users", "create")
+        assert change["data"]["role"] == "viewer"
+        assert not {"password", "password_hash"} & set(change["data"])
+        await set_role(stack.db, username=admin, role="member")
+        # no longer an admin: the connection that follows users ends (after the change says so)
+        code, frames = await close_code(ws)
+        assert code == 1008
+        assert [(f["data"]["username"], f["data"]["role"]) for f in frames] == [(admin, "member")]
 
 
 async def test_invalid_commands_get_error_frames(stack: Stack) -> None:

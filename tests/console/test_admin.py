@@ -122,3 +122,21 @@ def test_the_admin_page_is_for_admins_only(page: Page, server: ServerProcess) ->
     expect(page.get_by_text("Only admins can see this page.")).to_be_visible()
     expect(page.get_by_role("button", name="Create user")).to_have_count(0)
     expect(page.get_by_role("button", name="Create key")).to_have_count(0)
+
+
+def test_accounts_changed_elsewhere_show_up_live(page: Page, server: ServerProcess) -> None:
+    sign_in(page, "admin", ADMIN_PASSWORD)
+    page.get_by_role("link", name="Admin", exact=True).click()
+    users = page.get_by_role("region", name="Users table")
+    expect(users.get_by_role("rowheader", name="admin (you)")).to_be_visible()
+    username = unique("elsewhere")
+    with admin_client(server) as other:
+        made = other.post(
+            "/api/v1/users", json={"username": username, "password": PASSWORD, "role": "viewer"}
+        )
+        assert made.status_code == 201, made.text
+        row = users.get_by_role("row").filter(has=page.get_by_role("rowheader", name=username))
+        expect(row).to_contain_text("active")  # no reload: the feed brought it
+        disabled = other.patch(f"/api/v1/users/{username}", json={"disabled": True})
+        assert disabled.status_code == 200, disabled.text
+        expect(row).to_contain_text("disabled")

@@ -267,12 +267,17 @@ async def _check_browser(auth: Authenticator, record: TokenRecord, now: datetime
         raise Unauthorized("Session expired")
 
 
-async def recheck(auth: Authenticator, principal: Principal) -> None:
-    """`Unauthorized` if what a long-lived connection authenticated with no longer holds.
+async def recheck(auth: Authenticator, principal: Principal, *, admin: bool = False) -> None:
+    """`Unauthorized` if what a long-lived connection authenticated with no longer holds (and,
+    with `admin`, if its user is no longer an admin).
 
     A cookie is not presented again: it may have been rotated by the browser's other requests
     since, and an old one presented again would count as a copy. Its session is checked.
     """
+    if admin:
+        account = await auth.users.get(principal.username)
+        if account is None or account.role != "admin":
+            raise Unauthorized("No longer an admin")
     credential = principal.credential
     if credential is None:
         return

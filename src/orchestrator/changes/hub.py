@@ -28,7 +28,9 @@ from orchestrator.db.feed import ChangeFeed
 from orchestrator.errors import Unauthorized
 from orchestrator.observability.metrics import Metrics
 
-SUBSCRIBABLE: tuple[str, ...] = ("jobs", "tasks", "schedules", "queues")
+SUBSCRIBABLE: tuple[str, ...] = ("jobs", "tasks", "schedules", "queues", "users")
+# Collections only admins may follow (as only they may list them over HTTP).
+ADMINS_ONLY = frozenset({"users"})
 # What a subscription without `collections` follows (as it did before schedules and queues).
 DEFAULT_SUBSCRIPTION: tuple[str, ...] = ("jobs", "tasks")
 # Changes after which every live connection checks that its credential still holds.

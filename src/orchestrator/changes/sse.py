@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from orchestrator.auth.deps import Principal, Reader, recheck
 from orchestrator.background import cancel_and_wait
 from orchestrator.changes.hub import (
+    ADMINS_ONLY,
     DEFAULT_SUBSCRIPTION,
     MAX_REVISION,
     SUBSCRIBABLE,
@@ -28,7 +29,7 @@ from orchestrator.changes.hub import (
     watch_session,
 )
 from orchestrator.db import DatabaseUnavailable
-from orchestrator.errors import Unprocessable
+from orchestrator.errors import Forbidden, Unprocessable
 from orchestrator.http.errors import error_response
 from orchestrator.services import Services, services_of
 
@@ -190,7 +191,11 @@ class EventStream(Response):
             self.session,
             outbox=self.outbox,
             expires_at=self.expires_at,
-            recheck=lambda: recheck(self.services.authenticator, self.principal),
+            recheck=lambda: recheck(
+                self.services.authenticator,
+                self.principal,
+                admin=not ADMINS_ONLY.isdisjoint(self.collections),
+            ),
             draining=self.hub.draining,
         )
 
@@ -204,14 +209,20 @@ class EventStream(Response):
     "/api/v1/changes",
     summary="The change feed as Server-Sent Events",
     response_class=Response,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        403: {"description": "A collection only admins may follow (users)"},
+    },
 )
 async def change_stream(
     request: Request,
     user: Reader,
     collections: Annotated[
         str | None,
-        Query(description="comma-separated: jobs, tasks, schedules, queues (default: jobs, tasks)"),
+        Query(
+            description="comma-separated: jobs, tasks, schedules, queues, users (admins only)"
+            " (default: jobs, tasks)"
+        ),
     ] = None,
     since: Annotated[
         int | None, Query(ge=0, le=MAX_REVISION, description="replay changes after it")
@@ -220,6 +231,9 @@ async def change_stream(
 ) -> Response:
     services = services_of(request)
     names = parse_collections(collections)
+    refused = [name for name in names if name in ADMINS_ONLY]
+    if refused and user.role != "admin":
+        raise Forbidden(f"Only admins may follow {refused[0]!r}")
     resume = parse_last_event_id(last_event_id)
     hub = services.hub
     session = hub.open_session(user.username, limit=services.settings.ws_max_connections_per_user)

@@ -21,6 +21,7 @@ from orchestrator.auth.deps import (
 from orchestrator.auth.tokens import chosen_subprotocol
 from orchestrator.background import cancel_and_wait
 from orchestrator.changes.hub import (
+    ADMINS_ONLY,
     DEFAULT_SUBSCRIPTION,
     MAX_REVISION,
     SUBSCRIBABLE,
@@ -214,7 +215,11 @@ class Connection:
             self.session,
             outbox=self.outbox,
             expires_at=self.expires_at,
-            recheck=lambda: recheck(self.services.authenticator, self.principal),
+            recheck=lambda: recheck(
+                self.services.authenticator,
+                self.principal,
+                admin=not ADMINS_ONLY.isdisjoint(self.subscriber.collections),
+            ),
         )
         raise Close(TRY_AGAIN_LATER if end.reason == "overflow" else POLICY_VIOLATION, end.message)
 
@@ -252,6 +257,9 @@ class Connection:
         if kind == "subscribe":
             collections = _collections(body.get("collections"), default=DEFAULT_SUBSCRIPTION)
             since = _since(body.get("since"))
+            refused = [name for name in collections if name in ADMINS_ONLY]
+            if refused and self.principal.role != "admin":
+                raise CommandError("forbidden", f"Only admins may follow {refused[0]!r}")
             try:
                 await self.subscriber.subscribe(collections, since)
             except ResyncRequired as exc:
@@ -264,8 +272,13 @@ class Connection:
                 log.warning("websocket_replay_interrupted", error=str(exc))
                 raise Close(INTERNAL_ERROR, "Replay interrupted; resume with since") from None
         elif kind == "unsubscribe":
-            # Without `collections`: all of them, whatever was subscribed.
-            collections = _collections(body.get("collections"), default=SUBSCRIBABLE)
+            # Without `collections`: all this user may follow, whatever was subscribed.
+            everything = (
+                SUBSCRIBABLE
+                if self.principal.role == "admin"
+                else tuple(name for name in SUBSCRIBABLE if name not in ADMINS_ONLY)
+            )
+            collections = _collections(body.get("collections"), default=everything)
             self.subscriber.unsubscribe(collections)
             self.outbox.put(frame({"type": "unsubscribed", "collections": collections}))
         elif kind == "ping":

@@ -16,7 +16,24 @@ export function adminView(main, app) {
   const users = usersSection(app);
   const keys = keysSection(app);
   main.append(users.element, keys.element);
-  return {};
+  // Accounts changed by anyone (another admin, the CLI) show up live.
+  let timer = 0;
+  function onChange(event) {
+    if (event.detail.collection !== "users" || timer) return;
+    timer = setTimeout(() => {
+      timer = 0;
+      users.load();
+    }, 200);
+  }
+  app.feed.addEventListener("change", onChange);
+  app.feed.addEventListener("resync", users.load);
+  return {
+    unmount() {
+      clearTimeout(timer);
+      app.feed.removeEventListener("change", onChange);
+      app.feed.removeEventListener("resync", users.load);
+    },
+  };
 }
 
 function roleSelect(props, current) {

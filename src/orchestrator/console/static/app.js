@@ -84,7 +84,10 @@ async function checkVersion() {
 }
 
 function startFeed() {
-  app.feed = new Feed(["jobs", "tasks", "queues"]);
+  // Admins also follow accounts (the feed refuses `users` to anyone else).
+  const collections = ["jobs", "tasks", "queues"];
+  if (app.user && app.user.role === "admin") collections.push("users");
+  app.feed = new Feed(collections);
   app.feed.addEventListener("state", (event) => {
     showLive(event.detail);
     if (event.detail === "live") checkVersion();
@@ -93,7 +96,13 @@ function startFeed() {
   app.feed.addEventListener("closed", async () => {
     // The stream was refused: a 401 here means the session is over (api() reports it).
     try {
-      await api("GET", "/api/v1/users/me");
+      const { data } = await api("GET", "/api/v1/users/me");
+      if (app.user && data.role !== app.user.role) {
+        // The role changed (an admin no longer follows accounts): start again as the new role.
+        app.feed.stop();
+        app.feed = null;
+        signedIn(data);
+      }
     } catch {
       /* reported by api() when it is a 401; otherwise the feed retries */
     }
