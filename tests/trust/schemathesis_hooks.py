@@ -58,6 +58,15 @@ def _cron_fires(body: Any) -> bool:
     return True
 
 
+def _log_lines_fit(body: Any) -> bool:
+    if not isinstance(body, dict) or not isinstance(body.get("lines"), list):
+        return True
+    return all(
+        not isinstance(line, str) or len(line.encode("utf-8", "surrogatepass")) <= 4096
+        for line in body["lines"]
+    )
+
+
 @schemathesis.hook
 def filter_body(context: Any, body: Any) -> bool:
     """Skip bodies the API refuses with a documented 422 for a reason JSON Schema cannot state.
@@ -66,5 +75,7 @@ def filter_body(context: Any, body: Any) -> bool:
     limited to 64-bit integers, a limit no schema can state for values nested in an arbitrary
     object. A schedule's `cron` that matches the schema's pattern but names a date that never
     comes (`0 0 30 2 *`): a pattern can state each field's range, not the length of months.
+    A log line of at most 4,096 characters but more than 4,096 bytes of UTF-8: a schema
+    counts characters.
     """
-    return _fits_64_bits(body) and _cron_fires(body)
+    return _fits_64_bits(body) and _cron_fires(body) and _log_lines_fit(body)

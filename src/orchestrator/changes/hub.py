@@ -8,6 +8,7 @@ everything this process had delivered at registration, so the union has no gap.
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from collections import deque
@@ -26,17 +27,37 @@ from orchestrator.db.changelog import (
 )
 from orchestrator.db.feed import ChangeFeed
 from orchestrator.errors import Unauthorized
+from orchestrator.http.resource_ids import ResourceIdConvertor
 from orchestrator.observability.metrics import Metrics
 
-SUBSCRIBABLE: tuple[str, ...] = ("jobs", "tasks", "schedules", "queues", "users")
+SUBSCRIBABLE: tuple[str, ...] = ("jobs", "tasks", "schedules", "queues", "users", "job_logs")
 # Collections only admins may follow (as only they may list them over HTTP).
 ADMINS_ONLY = frozenset({"users"})
 # What a subscription without `collections` follows (as it did before schedules and queues).
 DEFAULT_SUBSCRIPTION: tuple[str, ...] = ("jobs", "tasks")
+# Collections whose changes are about one job each (their `id` is the job's): a subscription
+# to them may follow a single job.
+PER_JOB = frozenset({"jobs", "job_logs"})
 # Changes after which every live connection checks that its credential still holds.
 CREDENTIALS = frozenset({"users", "sessions", "api_keys"})
 REPLAY_PAGE = 500
 MAX_REVISION = 2**63 - 1  # revisions are PostgreSQL bigints
+
+
+_JOB_ID = re.compile(ResourceIdConvertor.regex)
+
+
+def one_job(value: object, collections: Sequence[str]) -> str | None:
+    """The job a subscription to `collections` follows alone (its id in lower case), or None
+    for every job; ValueError saying why `value` cannot be that."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or _JOB_ID.fullmatch(value) is None:
+        raise ValueError("job must be a job's id (a UUID)")
+    other = [name for name in collections if name not in PER_JOB]
+    if other:
+        raise ValueError(f"job filters only {' and '.join(sorted(PER_JOB))}, not {other[0]!r}")
+    return value.lower()
 
 
 def change_frame(change: Change) -> str:
@@ -185,6 +206,7 @@ class Subscriber:
         self.outbox = outbox
         self.collections: set[str] = set()
         self._floors: dict[str, int] = {}  # per collection: send only revisions above this
+        self._only: dict[str, str] = {}  # per collection followed for one resource: its id
         self.position = 0  # the last revision this subscriber has looked at, in log order
         self._live = False
         self._pending: list[Change] | None = None
@@ -208,8 +230,7 @@ class Subscriber:
         if change.revision <= self.position:
             return  # already seen: the hand-off from the log to the live feed overlaps
         self.position = change.revision
-        collection = change.collection
-        if collection in self.collections and change.revision > self._floors[collection]:
+        if self._wants(change):
             if text is not None:
                 self.outbox.put(text, shared=True)  # one string for every subscriber
             else:
@@ -217,8 +238,11 @@ class Subscriber:
 
     # --------------------------------------------------------------------- commands
 
-    async def subscribe(self, collections: Sequence[str], since: int | None) -> int:
-        """Subscribe to `collections` (replaying after `since`); returns the ack revision.
+    async def subscribe(
+        self, collections: Sequence[str], since: int | None, *, only: str | None = None
+    ) -> int:
+        """Subscribe to `collections` (replaying after `since`), with `only`: to the changes
+        of that resource alone (one job of `PER_JOB`); returns the ack revision.
 
         The ack is queued before any replayed change. Raises `ResyncRequired` (changing
         nothing) when `since` is older than the log keeps or newer than any revision, and
@@ -261,10 +285,19 @@ class Subscriber:
         for name in collections:
             self.collections.add(name)
             self._floors[name] = start
+            if only is None:
+                self._only.pop(name, None)
+            else:
+                self._only[name] = only
         self.position = min(self._floors[name] for name in self.collections)
-        self.outbox.put(
-            frame({"type": "subscribed", "collections": list(collections), "revision": current})
-        )
+        ack: dict[str, object] = {
+            "type": "subscribed",
+            "collections": list(collections),
+            "revision": current,
+        }
+        if only is not None:
+            ack["job"] = only
+        self.outbox.put(frame(ack))
         try:
             await self._catch_up(until_known=delivered)
         except Exception as exc:
@@ -275,6 +308,7 @@ class Subscriber:
     def unsubscribe(self, collections: Iterable[str]) -> None:
         for name in collections:
             self.collections.discard(name)
+            self._only.pop(name, None)
         if not self.collections:
             self._hub.unregister(self)
             self._live = False
@@ -328,10 +362,16 @@ class Subscriber:
         if change.revision <= self.position:
             return True
         self.position = change.revision
-        name = change.collection
-        if name in self.collections and change.revision > self._floors[name]:
+        if self._wants(change):
             await self.outbox.put_waiting(change_frame(change))
         return not self.outbox.overflowed.is_set()
+
+    def _wants(self, change: Change) -> bool:
+        name = change.collection
+        if name not in self.collections or change.revision <= self._floors[name]:
+            return False
+        only = self._only.get(name)
+        return only is None or only == change.resource_id
 
     def _go_live(self) -> None:
         pending, self._pending = self._pending or [], None

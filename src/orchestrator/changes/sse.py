@@ -26,11 +26,13 @@ from orchestrator.changes.hub import (
     ResyncRequired,
     Session,
     Subscriber,
+    one_job,
     watch_session,
 )
 from orchestrator.db import DatabaseUnavailable
 from orchestrator.errors import Forbidden, Unprocessable
 from orchestrator.http.errors import error_response
+from orchestrator.http.resource_ids import ResourceIdConvertor
 from orchestrator.services import Services, services_of
 
 log = structlog.get_logger(__name__)
@@ -108,6 +110,7 @@ class EventStream(Response):
         principal: Principal,
         collections: list[str],
         since: int | None,
+        only: str | None = None,
     ) -> None:
         super().__init__(status_code=200)
         # No Content-Length: the stream ends when the subscription does.
@@ -123,6 +126,7 @@ class EventStream(Response):
         self.expires_at = principal.expires_at
         self.collections = collections
         self.since = since
+        self.only = only
         self.outbox = Outbox(
             services.settings.ws_send_queue_frames,
             max_bytes=services.settings.ws_send_queue_bytes,
@@ -176,13 +180,13 @@ class EventStream(Response):
     async def _follow(self) -> None:
         """Subscribe, then end the stream at token expiry, revocation, overflow or shutdown."""
         try:
-            await self.subscriber.subscribe(self.collections, self.since)
+            await self.subscriber.subscribe(self.collections, self.since, only=self.only)
         except ResyncRequired as exc:
             self.outbox.put(
                 orjson.dumps({"type": "resync_required", "revision": exc.revision}).decode()
             )
             self.since = exc.revision
-            await self.subscriber.subscribe(self.collections, exc.revision)
+            await self.subscriber.subscribe(self.collections, exc.revision, only=self.only)
         except (DatabaseUnavailable, ReplayInterrupted) as exc:
             log.warning("sse_subscribe_failed", error=type(exc).__name__)
             return
@@ -217,11 +221,19 @@ class EventStream(Response):
 async def change_stream(
     request: Request,
     user: Reader,
+    *,
     collections: Annotated[
         str | None,
         Query(
-            description="comma-separated: jobs, tasks, schedules, queues, users (admins only)"
-            " (default: jobs, tasks)"
+            description="comma-separated: jobs, tasks, schedules, queues, users (admins only),"
+            " job_logs (default: jobs, tasks)"
+        ),
+    ] = None,
+    job: Annotated[
+        str | None,
+        Query(
+            description="Follow this job alone (its id): only with collections jobs and job_logs",
+            pattern=f"^{ResourceIdConvertor.regex}$",
         ),
     ] = None,
     since: Annotated[
@@ -231,6 +243,10 @@ async def change_stream(
 ) -> Response:
     services = services_of(request)
     names = parse_collections(collections)
+    try:
+        only = one_job(job, names)
+    except ValueError as exc:
+        raise Unprocessable("Invalid job", details=[{"field": "job", "reason": str(exc)}]) from None
     refused = [name for name in names if name in ADMINS_ONLY]
     if refused and user.role != "admin":
         raise Forbidden(f"Only admins may follow {refused[0]!r}")
@@ -246,4 +262,5 @@ async def change_stream(
         principal=user,
         collections=names,
         since=resume if resume is not None else since,
+        only=only,
     )

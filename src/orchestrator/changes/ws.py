@@ -32,6 +32,7 @@ from orchestrator.changes.hub import (
     Session,
     Subscriber,
     frame,
+    one_job,
     watch_session,
 )
 from orchestrator.db import DatabaseUnavailable
@@ -257,11 +258,15 @@ class Connection:
         if kind == "subscribe":
             collections = _collections(body.get("collections"), default=DEFAULT_SUBSCRIPTION)
             since = _since(body.get("since"))
+            try:
+                only = one_job(body.get("job"), collections)
+            except ValueError as exc:
+                raise CommandError("invalid_command", str(exc)) from None
             refused = [name for name in collections if name in ADMINS_ONLY]
             if refused and self.principal.role != "admin":
                 raise CommandError("forbidden", f"Only admins may follow {refused[0]!r}")
             try:
-                await self.subscriber.subscribe(collections, since)
+                await self.subscriber.subscribe(collections, since, only=only)
             except ResyncRequired as exc:
                 self.outbox.put(frame({"type": "resync_required", "revision": exc.revision}))
             except DatabaseUnavailable:

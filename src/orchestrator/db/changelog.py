@@ -9,7 +9,9 @@ from typing import Literal
 
 from orchestrator.db import Database, Transaction
 
-Collection = Literal["jobs", "tasks", "users", "sessions", "api_keys", "schedules", "queues"]
+Collection = Literal[
+    "jobs", "tasks", "users", "sessions", "api_keys", "schedules", "queues", "job_logs"
+]
 Op = Literal["create", "update", "delete"]
 COLLECTIONS: tuple[Collection, ...] = (
     "jobs",
@@ -19,6 +21,7 @@ COLLECTIONS: tuple[Collection, ...] = (
     "api_keys",
     "schedules",
     "queues",
+    "job_logs",
 )
 NOTIFY_CHANNEL = "orch_changes"
 

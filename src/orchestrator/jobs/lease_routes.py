@@ -40,6 +40,7 @@ from orchestrator.jobs.leases import (
     heartbeat,
     report,
 )
+from orchestrator.jobs.logs import MAX_LINE_BYTES, MAX_LINES_PER_CALL, append_logs
 from orchestrator.jobs.records import StoredJob
 from orchestrator.jobs.schemas import whole_number
 from orchestrator.representation import canonical_json, etag_for
@@ -73,6 +74,20 @@ MAX_PROGRESS_MESSAGE = 1_000
 Fraction = Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)]
 ProgressMessage = Annotated[
     str, StringConstraints(max_length=MAX_PROGRESS_MESSAGE), AfterValidator(storable)
+]
+
+
+def _line_bytes(line: str) -> str:
+    if len(line.encode()) > MAX_LINE_BYTES:
+        raise ValueError(f"a log line has at most {MAX_LINE_BYTES} bytes of UTF-8")
+    return line
+
+
+LogLine = Annotated[
+    str,
+    StringConstraints(max_length=MAX_LINE_BYTES),
+    AfterValidator(storable),
+    AfterValidator(_line_bytes),
 ]
 
 
@@ -135,6 +150,14 @@ class FailRequest(_Held):
 
 class ReleaseRequest(_Held):
     pass
+
+
+class LogRequest(_Held):
+    lines: list[LogLine] = Field(
+        min_length=1,
+        max_length=MAX_LINES_PER_CALL,
+        description=f"Lines to append, each at most {MAX_LINE_BYTES} bytes of UTF-8",
+    )
 
 
 class LeaseItem(_Held):
@@ -209,6 +232,16 @@ class ReportAnswer(BaseModel):
 class ReportedAndClaimed(BaseModel):
     job: JobBody
     claims: list[ClaimAnswer]
+
+
+class LogLineAnswer(BaseModel):
+    n: int = Field(description="The line's number: 1 for the job's first line, then one more each")
+    line: str
+    created_at: str
+
+
+class LogsAppended(BaseModel):
+    items: list[LogLineAnswer]
 
 
 class HeartbeatAnswer(BaseModel):
@@ -473,6 +506,30 @@ async def release(
     return await _report_one(
         request, user, Report(lease=_lease(job_id, body), verb="release"), None
     )
+
+
+@router.post(
+    "/api/v1/jobs/{job_id:id}/logs",
+    responses={
+        200: {"model": LogsAppended, "description": "The lines as stored, with their numbers"},
+        **_LEASE_ERRORS,
+    },
+)
+@worker_call
+async def append_job_logs(
+    job_id: str, body: LogRequest, request: Request, user: WorkerRole
+) -> Response:
+    """Append up to 100 log lines to the running job whose lease this is; the job keeps its
+    last 10,000 lines, and the lines reach the change feed's `job_logs` collection."""
+    services = services_of(request)
+    items = await append_logs(
+        db=services.db,
+        keys=services.lease_keys,
+        holder=_holder(user),
+        lease=_lease(job_id, body),
+        lines=body.lines,
+    )
+    return _json({"items": items})
 
 
 @router.post(

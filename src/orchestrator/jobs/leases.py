@@ -404,6 +404,29 @@ def _refusal(row: Row | None, lease: LeaseRef, holder: Holder) -> ApiError:
     return Conflict(f"The lease is no longer held: the job is {row['status']}")
 
 
+async def lease_refusal(db: Database, lease: LeaseRef, holder: Holder) -> ApiError:
+    """Why a guarded statement about `lease` matched nothing (404, 403 or 409)."""
+    row = (await _current(db, [lease.job_id])).get(lease.job_id)
+    return _refusal(row, lease, holder)
+
+
+def stale_lease() -> Conflict:
+    """The refusal of a lease whose secret is wrong: it says no more than a stale token."""
+    return Conflict(_STALE)
+
+
+def lease_guard(holder: Holder) -> tuple[str, dict[str, Any]]:
+    """The condition (on `jobs`) that the lease is this holder's, and its parameters: the
+    job is running under that token (`:held`) and, but for an admin, this account's."""
+    owner, params = _held(holder)
+    return f"jobs.status = 'running' AND jobs.lease_token = :held{owner}", params
+
+
+def db_now(dialect: str) -> tuple[str, dict[str, Any]]:
+    """Now on the database clock, as SQL and its parameters."""
+    return _now(dialect), _clock(dialect)
+
+
 def _repeated(row: Row, report: Report, holder: Holder) -> bool:
     """A complete repeated with the token that completed the job: answered as the first was."""
     return (

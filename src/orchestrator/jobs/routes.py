@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any, get_args
+from urllib.parse import urlencode
 
 from fastapi import Request
 from starlette.datastructures import QueryParams
@@ -17,16 +18,19 @@ from orchestrator.errors import Forbidden, NotFound, PreconditionFailed, Unproce
 from orchestrator.http.etag import if_match_version
 from orchestrator.http.idempotency import DUPLICATE_OF, create_response
 from orchestrator.http.lists import (
+    DEFAULT_LIMIT,
     MAX_LIMIT,
     ListCache,
     PageRequest,
     page_request,
+    refuse_unknown,
     serve_list,
     single_param,
 )
 from orchestrator.http.responses import conditional_get, data_response
 from orchestrator.http.routing import Routes
 from orchestrator.jobs.actions import Selection, bulk_action, retry_job
+from orchestrator.jobs.logs import list_logs
 from orchestrator.jobs.queries import JobSpec, create_job, delete_job, get_job, list_jobs
 from orchestrator.jobs.records import JobStatus, StoredJob
 from orchestrator.jobs.schemas import BulkRequest, JobCreate, RetryRequest
@@ -344,3 +348,66 @@ async def bulk_jobs(body: BulkRequest, request: Request, user: Writer) -> Respon
     )
     data = canonical_json({"matched": outcome.matched, "changed": outcome.changed})
     return data_response(data, etag_for(data))
+
+
+MAX_LOG_AFTER = 2**63 - 1  # line numbers are PostgreSQL bigints
+_LOG_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "after",
+        "in": "query",
+        "required": False,
+        "description": "Only lines numbered above this (0, the default: from the first kept)",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LOG_AFTER, "default": 0},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "Lines per page (the next page is at `after=<next_after>`)",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    },
+]
+
+
+def _count_param(params: QueryParams, name: str, low: int, high: int, default: int) -> int:
+    raw = single_param(params, name)
+    if raw is None:
+        return default
+    # ASCII digits only, and no longer than the bound (int() of a huge string is slow).
+    if raw.isascii() and raw.isdigit() and len(raw) <= len(str(high)) and low <= int(raw) <= high:
+        return int(raw)
+    raise Unprocessable(
+        f"Invalid {name}", details=[{"field": name, "reason": f"an integer from {low} to {high}"}]
+    )
+
+
+@router.get(
+    f"{JOBS}/{{job_id:id}}/logs",
+    response_model=None,
+    responses={
+        200: {
+            "description": (
+                '`{"items": [{"n", "line", "created_at"}], "next_after"}`: the lines, oldest '
+                "first; `next_after` is the `after` of the next page (null on the last page)"
+            )
+        },
+        **_CONDITIONAL,
+        404: {"description": "No such job"},
+    },
+    summary="Read a job's log lines",
+    openapi_extra={"parameters": _LOG_PARAMETERS},
+)
+async def get_job_logs(job_id: str, request: Request, user: Reader) -> Response:
+    params = request.query_params
+    refuse_unknown(params, frozenset({"after", "limit"}))
+    after = _count_param(params, "after", 0, MAX_LOG_AFTER, 0)
+    limit = _count_param(params, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT)
+    page = await list_logs(db=services_of(request).db, job_id=job_id, after=after, limit=limit)
+    next_after = page.items[-1]["n"] if page.more else None
+    headers = None
+    if next_after is not None:
+        query = urlencode([("after", next_after), ("limit", limit)])
+        headers = {"Link": f'<{request.url.path}?{query}>; rel="next"'}
+    data = canonical_json({"items": page.items, "next_after": next_after})
+    etag = etag_for(data)
+    return conditional_get(request, etag, headers) or data_response(data, etag, headers=headers)
