@@ -75,7 +75,7 @@ async def test_a_subscription_without_collections_follows_jobs_and_tasks_only(
         await send_json(ws, {"type": "unsubscribe"})
         assert await recv_json(ws) == {
             "type": "unsubscribed",
-            "collections": ["jobs", "tasks", "schedules", "queues"],
+            "collections": ["jobs", "tasks", "schedules", "queues", "job_logs"],
         }
 
 
