@@ -338,6 +338,15 @@ def cmd_worker(args: argparse.Namespace) -> None:
         level=client_settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    job_log_level: int | None = None
+    if args.job_log_level is not None:
+        job_log_level = logging.getLevelName(args.job_log_level)
+        root = logging.getLogger()
+        if job_log_level < root.getEffectiveLevel():
+            # Records for the job's log only: the worker's own output stays at its level.
+            for output in root.handlers:
+                output.setLevel(root.getEffectiveLevel())
+            root.setLevel(job_log_level)
 
     async def run() -> Worker:
         async with AsyncClient(url, api_key=api_key) as client:
@@ -354,6 +363,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
                 wait=args.wait,
                 name=args.name,
                 shutdown_grace=args.grace,
+                job_log_level=job_log_level,
             )
             try:
                 await worker.run()
@@ -491,6 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--lease-seconds", type=float, default=30, help="lease per claim")
     worker.add_argument("--wait", type=float, default=10, help="seconds a claim waits for work")
     worker.add_argument("--grace", type=float, default=30, help="seconds to finish at SIGTERM")
+    worker.add_argument(
+        "--job-log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="send the handlers' logging records of this level or above to their job's log",
+    )
     worker.set_defaults(func=cmd_worker)
     return parser
 

@@ -32,3 +32,21 @@ async def staggered(job: dict[str, Any]) -> dict[str, Any]:
     finally:
         os.close(fd)
     return {"pid": os.getpid()}
+
+
+def chatty(job: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Log `payload.lines` lines through the context, then records through `logging` (the
+    worker routes those of its `--job-log-level` or above to the job's log)."""
+    import logging
+
+    lines = (job.get("payload") or {}).get("lines", 0)
+    for k in range(lines):
+        context.log(f"line {k}")
+    logger = logging.getLogger("tests.chatty")
+    logger.info("through logging: %s", job["name"])
+    logger.debug("below the level")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("caught")
+    return {"logged": lines}

@@ -29,6 +29,7 @@ class WorkerProcess(Child):
         grace: float = 5,
         concurrency: int = 1,
         handler: str = "tests.workers.handlers:record",
+        options: tuple[str, ...] = (),
     ) -> None:
         super().__init__(name=name, command=[], env={}, log_path=log_path, cwd=REPO)
         self.url = url
@@ -41,6 +42,7 @@ class WorkerProcess(Child):
         self.grace = grace
         self.concurrency = concurrency
         self.handler = handler
+        self.options = options
 
     def arguments(self) -> list[str]:
         command = [
@@ -53,6 +55,7 @@ class WorkerProcess(Child):
             "--wait", str(self.wait),
             "--grace", str(self.grace),
         ]  # fmt: skip
+        command += self.options
         if self.url:
             command += ["--url", self.url]
         if self.username:

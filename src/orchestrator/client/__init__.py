@@ -4,7 +4,7 @@ It uses only the public HTTP and WebSocket API, so it runs anywhere the server i
 """
 
 from orchestrator.client.calls import UNSET, JobClaim, NextJobs, Reported
-from orchestrator.client.context import JobContext
+from orchestrator.client.context import JobContext, JobLogHandler, current_job
 from orchestrator.client.errors import (
     ApiError,
     AuthenticationError,
@@ -29,6 +29,7 @@ __all__ = [
     "FeedAuthError",
     "JobClaim",
     "JobContext",
+    "JobLogHandler",
     "NextJobs",
     "NotFoundError",
     "PermissionDeniedError",
@@ -38,4 +39,5 @@ __all__ = [
     "Subscription",
     "Worker",
     "WorkerStopped",
+    "current_job",
 ]

@@ -516,6 +516,34 @@ def heartbeat_jobs(
     return Call("POST", "/api/v1/jobs/heartbeat", _leases, json=body)
 
 
+def _items(status: int, body: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = body["items"]
+    return items
+
+
+def append_job_logs(
+    job_id: str, token: int, lines: Sequence[str], *, secret: str | None = None
+) -> Call[list[dict[str, Any]]]:
+    """Append up to 100 lines (each at most 4,096 bytes of UTF-8) to the log of the job this
+    lease holds; the lines as stored, each `{"n", "line", "created_at"}`."""
+    return Call(
+        "POST",
+        f"{_job(job_id)}/logs",
+        _items,
+        json={"token": token, "lines": list(lines)},
+        lease=(job_id, token, secret),
+    )
+
+
+def list_job_logs(
+    job_id: str, *, after: int | None = None, limit: int | None = None
+) -> Call[dict[str, Any]]:
+    """A job's log lines numbered above `after` (from the first kept), oldest first, `limit`
+    (1 to 1,000; 100) at a time: `{"items": [{"n", "line", "created_at"}], "next_after"}`,
+    `next_after` being the `after` of the next page (None on the last)."""
+    return Call("GET", f"{_job(job_id)}/logs", _body, params=_query(after=after, limit=limit))
+
+
 def complete(
     job_id: str, token: int, result: Any = None, *, secret: str | None = None
 ) -> Call[dict[str, Any]]:

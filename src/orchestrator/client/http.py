@@ -255,6 +255,8 @@ class _Calls(_Session):
     complete = _Endpoint(calls.complete)
     fail = _Endpoint(calls.fail)
     release = _Endpoint(calls.release)
+    append_job_logs = _Endpoint(calls.append_job_logs)
+    list_job_logs = _Endpoint(calls.list_job_logs)
     create_task = _Endpoint(calls.create_task)
     get_task = _Endpoint(calls.get_task)
     list_tasks = _Endpoint(calls.list_tasks)

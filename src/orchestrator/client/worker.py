@@ -20,7 +20,7 @@ import httpx
 import orjson
 
 from orchestrator.client.calls import JobClaim, NextJobs, Reported
-from orchestrator.client.context import JobContext, takes_context
+from orchestrator.client.context import JobContext, JobLogHandler, run_in_job, takes_context
 from orchestrator.client.errors import (
     ApiError,
     AuthenticationError,
@@ -146,6 +146,7 @@ class _Report:
     error: str = ""
     retry: bool = True
     repeated: bool = False  # sent before, perhaps received
+    context: JobContext | None = None  # its log lines go before it
 
 
 class Worker:
@@ -166,6 +167,11 @@ class Worker:
     jobs finishing close together share a request. Running
     jobs are heartbeated together, every `heartbeat_seconds` (at most half a second by
     default, so that a cancellation reaches its handler within a second).
+
+    `context.log(line)` appends to the job's log: lines are sent in batches of up to 100 as
+    the heartbeats go, and all of them before the job's outcome. With `job_log_level`, every
+    `logging` record of that level or above emitted while a handler runs (in its task or its
+    thread) goes to its job's log too (a `JobLogHandler` on the root logger while `run()` runs).
     """
 
     def __init__(
@@ -181,6 +187,7 @@ class Worker:
         shutdown_grace: float = 30,
         heartbeat_seconds: float | None = None,
         report_linger: float = REPORT_LINGER_SECONDS,
+        job_log_level: int | None = None,
     ) -> None:
         if not 1 <= concurrency <= MAX_BATCH:
             raise ValueError(f"concurrency must be from 1 to {MAX_BATCH}")
@@ -194,6 +201,8 @@ class Worker:
         self.shutdown_grace = shutdown_grace
         self.heartbeat_seconds = heartbeat_seconds or min(lease_seconds / 3, CANCEL_CHECK_SECONDS)
         self.report_linger = report_linger
+        self.job_log_level = job_log_level
+        self._log_sends: set[asyncio.Future[Any]] = set()
         self._is_async = inspect.iscoroutinefunction(handler)
         self._with_context = takes_context(handler)
         self._stopping = asyncio.Event()
@@ -228,6 +237,11 @@ class Worker:
             loop.add_signal_handler(sig, self.stop)
         log.info("worker %s started on queues %s", self.name, ",".join(self.queues))
         beats = asyncio.ensure_future(self._heartbeats())
+        job_logs = None
+        if self.job_log_level is not None:
+            job_logs = JobLogHandler(self.job_log_level, runner=self)
+        if job_logs is not None:
+            logging.getLogger().addHandler(job_logs)
         try:
             await self._dispatch()
         except BaseException:
@@ -237,9 +251,15 @@ class Worker:
                     job.future.cancel()
             raise
         finally:
+            if job_logs is not None:
+                logging.getLogger().removeHandler(job_logs)
             beats.cancel()
+            for sending in self._log_sends:
+                sending.cancel()
             try:
                 await _ended(beats)
+                for sending in list(self._log_sends):
+                    await _ended(sending)
                 await self._end_claim()
             finally:
                 self._end_signals(signals)
@@ -349,12 +369,16 @@ class Worker:
     def _start(self, claimed: JobClaim) -> None:
         log.info("job %s claimed (token %d)", claimed.id, claimed.token)
         context = JobContext(claimed)
+        context.runner = self
         args = (claimed.job, context) if self._with_context else (claimed.job,)
+        # The handler runs where `current_job()` is its context (for `JobLogHandler`).
+        scope = run_in_job(context)
+        loop = asyncio.get_running_loop()
         if self._is_async:
-            future: asyncio.Future[Any] = asyncio.ensure_future(self.handler(*args))
+            running = _awaited(self.handler(*args))
+            future: asyncio.Future[Any] = loop.create_task(running, context=scope)
         else:
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._executor, self.handler, *args)
+            future = loop.run_in_executor(self._executor, scope.run, self.handler, *args)
             self._in_threads.add(future)
             future.add_done_callback(self._in_threads.discard)
         now = asyncio.get_running_loop().time()
@@ -373,20 +397,21 @@ class Worker:
             log.warning("job %s: finished after its lease was lost", job.claim.id)
         self.processed += 1
         error = job.future.exception()
+        context = job.context
         if isinstance(error, DoNotRetry):
-            self._report(job.claim, "fail", error=_describe(error), retry=False)
+            self._report(job.claim, "fail", error=_describe(error), retry=False, context=context)
         elif error is not None:
             log.info("job %s failed: %s", job.claim.id, _describe(error))
-            self._report(job.claim, "fail", error=_describe(error), retry=True)
+            self._report(job.claim, "fail", error=_describe(error), retry=True, context=context)
         else:
             result = job.future.result()
             try:
                 orjson.dumps(result)
             except TypeError as exc:
                 error_text = f"the handler's result is not JSON: {exc}"
-                self._report(job.claim, "fail", error=error_text, retry=False)
+                self._report(job.claim, "fail", error=error_text, retry=False, context=context)
             else:
-                self._report(job.claim, "complete", result=result)
+                self._report(job.claim, "complete", result=result, context=context)
 
     def _report(
         self, claimed: JobClaim, verb: Literal["complete", "fail", "release"], **fields: Any
@@ -402,10 +427,10 @@ class Worker:
         job.interruption = why
         if why == "cancel":
             log.info("job %s cancelled by request", job.claim.id)
-            self._report(job.claim, "fail", error="cancelled", retry=False)
+            self._report(job.claim, "fail", error="cancelled", retry=False, context=job.context)
         elif why == "shutdown" and self._refused is None:
             log.info("job %s released at shutdown", job.claim.id)
-            self._report(job.claim, "release")
+            self._report(job.claim, "release", context=job.context)
         if job.is_async:
             job.future.cancel()
 
@@ -425,6 +450,13 @@ class Worker:
         sending, self._reports = live[:MAX_BATCH], live[MAX_BATCH:]
         if not sending:
             return
+        # A job's log lines go before its outcome (after it, its lease no longer holds).
+        for report in sending:
+            if report.context is not None and report.context.has_logs:
+                failed = await self._send_logs(report.claim, report.context)
+                if failed is not None:
+                    self._retry_reports(sending, failed)
+                    return
         claim: NextJobs | None = None
         free = self._free()
         if not self._stopping.is_set() and self._claiming is None and free > 0:
@@ -516,6 +548,10 @@ class Worker:
         while True:
             await asyncio.sleep(interval / 2)
             now = loop.time()
+            if self._refused is None:
+                for job in self._running.values():
+                    if job.context.has_logs and not job.context.sending.locked():
+                        self._send_logs_soon(job)
             due = [
                 job
                 for job in self._running.values()
@@ -548,6 +584,46 @@ class Worker:
                     self._interrupt(job, "cancel")
                 else:
                     job.beat_at = now
+
+    # ------------------------------------------------------------------- job logs
+
+    def _send_logs_soon(self, job: _Running) -> None:
+        sending = asyncio.ensure_future(self._send_logs(job.claim, job.context))
+        self._log_sends.add(sending)
+        sending.add_done_callback(self._log_sends.discard)
+
+    async def _send_logs(self, claimed: JobClaim, context: JobContext) -> Exception | None:
+        """Send the job's waiting log lines, 100 a call, in order; the transient failure that
+        stopped it (its lines wait for the next try), or None."""
+        async with context.sending:
+            while True:
+                lines = context.take_logs(MAX_BATCH)
+                if not lines:
+                    return None
+                try:
+                    await self.client.append_job_logs(
+                        claimed.id, claimed.token, lines, secret=claimed.secret
+                    )
+                except (ApiError, httpx.TransportError) as exc:
+                    if transient(exc):
+                        context.give_back_logs(lines)
+                        log.warning("job %s: log lines not sent: %s", claimed.id, describe(exc))
+                        return exc
+                    if isinstance(exc, ApiError) and exc.status_code == 422:
+                        log.warning("job %s: log lines refused: %s", claimed.id, describe(exc))
+                        continue
+                    # The lease is gone (or the account): the server refuses the rest too.
+                    dropped = len(lines) + context.drop_logs()
+                    log.warning(
+                        "job %s: %d log lines refused: %s", claimed.id, dropped, describe(exc)
+                    )
+                    if isinstance(exc, AuthenticationError):
+                        self._refuse(exc)
+                    return None
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def _describe(exc: BaseException) -> str:
