@@ -130,6 +130,8 @@ async def test_every_operation_of_the_openapi_document_is_a_method_of_both_clien
         claimed = await sdk.claim(["q"], lease_seconds=10)
         assert claimed is not None
         await sdk.heartbeat(claimed.id, claimed.token)
+        [line] = await sdk.append_job_logs(claimed.id, claimed.token, ["working"])
+        assert (await sdk.list_job_logs(job["id"], after=0, limit=10))["items"] == [line]
         await sdk.fail(claimed.id, claimed.token, "again", retry=True)
         await sdk.cancel_job(job["id"])
         assert (await sdk.retry_job(job["id"]))["status"] == "pending"
