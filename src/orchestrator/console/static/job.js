@@ -1,12 +1,14 @@
-// One job: its facts, payload, result and error, the actions its reader may take, and its
-// history as this console's feed saw it.
+// One job: its facts, payload, result and error, the actions its reader may take, its log
+// (followed live) and its history as this console's feed saw it.
 
 import { api, can } from "./api.js";
 import { confirmDialog, h, statusBadge, when } from "./dom.js";
-import { newer } from "./live.js";
+import { Feed, newer } from "./live.js";
 
 const CANCELLABLE = new Set(["pending", "running", "waiting"]);
 const RETRYABLE = new Set(["failed", "cancelled"]);
+// The log shows at most as many lines as a job keeps.
+const MAX_LOG_LINES = 10000;
 
 function pretty(value) {
   return value === null || value === undefined ? null : JSON.stringify(value, null, 2);
@@ -28,6 +30,8 @@ export function jobView(main, app, match) {
   const result = h("div");
   const error = h("div");
   const historyBody = h("tbody");
+  const logText = h("pre", { class: "log" });
+  const logState = h("p", { class: "muted" }, "Loading the log…");
   main.append(
     h("p", {}, h("a", { href: "#/jobs" }, "← All jobs")),
     heading,
@@ -37,6 +41,13 @@ export function jobView(main, app, match) {
     h("section", { "aria-labelledby": "job-payload" }, h("h2", { id: "job-payload" }, "Payload"), payload),
     h("section", { "aria-labelledby": "job-result" }, h("h2", { id: "job-result" }, "Result"), result),
     h("section", { "aria-labelledby": "job-error" }, h("h2", { id: "job-error" }, "Error"), error),
+    h(
+      "section",
+      { "aria-labelledby": "job-log" },
+      h("h2", { id: "job-log" }, "Log"),
+      logState,
+      h("div", { class: "log-wrap", role: "log", "aria-live": "off", "aria-label": "Job log", tabindex: "0" }, logText),
+    ),
     h(
       "section",
       { "aria-labelledby": "job-history" },
@@ -171,6 +182,60 @@ export function jobView(main, app, match) {
     }
   });
 
+  // The log: loaded over HTTP after the last line shown, then followed on the job's own feed.
+  // Lines carry their number, so a line seen twice is dropped and a gap is fetched.
+  let lastLine = 0;
+  let logShown = [];
+  let logLoading = false;
+  let logAgain = false;
+
+  function showLog(items) {
+    const fresh = items.filter((item) => item.n > lastLine);
+    if (!fresh.length) return;
+    lastLine = fresh[fresh.length - 1].n;
+    const wrap = logText.parentElement;
+    const atEnd = wrap.scrollTop + wrap.clientHeight >= wrap.scrollHeight - 4;
+    logShown = logShown.concat(fresh.map((item) => `${item.n}  ${item.line}`));
+    if (logShown.length > MAX_LOG_LINES) logShown = logShown.slice(-MAX_LOG_LINES);
+    logText.textContent = logShown.join("\n");
+    logState.textContent = `${lastLine} line${lastLine === 1 ? "" : "s"}, followed live.`;
+    if (atEnd) wrap.scrollTop = wrap.scrollHeight;
+  }
+
+  async function loadLog() {
+    if (logLoading) {
+      logAgain = true;
+      return;
+    }
+    logLoading = true;
+    try {
+      do {
+        logAgain = false;
+        for (;;) {
+          const response = await api("GET", `/api/v1/jobs/${id}/logs?after=${lastLine}&limit=1000`);
+          showLog(response.data.items);
+          if (response.data.next_after === null) break;
+        }
+      } while (logAgain && mounted);
+      if (lastLine === 0) logState.textContent = "No log line yet: lines appear here as the job's worker writes them.";
+    } catch (err) {
+      logState.textContent = err.status === 404 ? "No log: the job does not exist." : `Could not load the log: ${err.message}`;
+    } finally {
+      logLoading = false;
+    }
+  }
+
+  const logFeed = new Feed(["job_logs"], { job: id });
+  logFeed.addEventListener("change", (event) => {
+    const change = event.detail;
+    if (change.collection !== "job_logs" || change.id !== id || !change.data) return;
+    const items = change.data.lines;
+    if (items.length && items[0].n > lastLine + 1) loadLog(); // missed lines: fetch them
+    else showLog(items);
+  });
+  logFeed.addEventListener("resync", () => loadLog());
+  logFeed.start();
+
   function onChange(event) {
     const change = event.detail;
     if (change.collection !== "jobs" || change.id !== id) return;
@@ -191,10 +256,12 @@ export function jobView(main, app, match) {
   app.feed.addEventListener("resync", onResync);
   let mounted = true;
   app.feed.ready().then(() => mounted && load());
+  logFeed.ready().then(() => mounted && loadLog());
   renderHistory();
   return {
     unmount() {
       mounted = false;
+      logFeed.stop();
       app.feed.removeEventListener("change", onChange);
       app.feed.removeEventListener("resync", onResync);
     },

@@ -8,9 +8,11 @@
 const MAX_BACKOFF_MS = 15000;
 
 export class Feed extends EventTarget {
-  constructor(collections) {
+  /** `job`: follow that job alone (collections jobs and job_logs only). */
+  constructor(collections, { job = null } = {}) {
     super();
     this.collections = collections;
+    this.job = job;
     this.revision = null;
     this.source = null;
     this.state = "off";
@@ -30,6 +32,7 @@ export class Feed extends EventTarget {
   start() {
     this.stop();
     const params = new URLSearchParams({ collections: this.collections.join(",") });
+    if (this.job !== null) params.set("job", this.job);
     if (this.revision !== null) params.set("since", String(this.revision));
     const source = new EventSource(`/api/v1/changes?${params}`, { withCredentials: true });
     this.source = source;
