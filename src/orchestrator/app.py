@@ -18,6 +18,7 @@ from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.routes import router as auth_router
 from orchestrator.auth.session_routes import router as session_router
 from orchestrator.auth.sessions import SessionDirectory, SessionKeys
+from orchestrator.auth.throttle import AccountPolicy, AddressFailures, login_failure_retention
 from orchestrator.auth.tokens import TokenService
 from orchestrator.auth.user_routes import router as user_router
 from orchestrator.auth.users import UserDirectory
@@ -106,11 +107,14 @@ def build_services(settings: Settings, *, metrics: Metrics, rate_limits: RateLim
     firer = ScheduleFirer(db)
     feed.add_listener(firer.on_change)
     metrics.feed_lag.set_function(lambda: feed.lag)
+    account_policy = AccountPolicy.from_settings(settings)
     return Services(
         settings=settings,
         db=db,
         tokens=tokens,
-        passwords=Passwords(),
+        passwords=Passwords(
+            workers=settings.password_hash_workers, queue=settings.password_hash_queue
+        ),
         users=users,
         sessions=sessions,
         api_keys=api_keys,
@@ -144,10 +148,15 @@ def build_services(settings: Settings, *, metrics: Metrics, rate_limits: RateLim
             db,
             keep=timedelta(hours=settings.change_retention_hours),
             every_seconds=settings.change_prune_interval_seconds,
-            chores=(job_retention(db, keep_days=settings.job_retention_days),),
+            chores=(
+                job_retention(db, keep_days=settings.job_retention_days),
+                login_failure_retention(db, policy=account_policy),
+            ),
         ),
         firer=firer,
         counts=count_folder(db),
+        account_policy=account_policy,
+        address_failures=AddressFailures(),
     )
 
 
@@ -199,6 +208,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await services.api_keys.close()
             await services.rate_limits.close()
+            services.passwords.close()
             await services.db.close()
             authenticator = None
 

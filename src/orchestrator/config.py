@@ -147,6 +147,18 @@ class Settings(BaseSettings):
     """WebSocket connections per user with a valid token, else per client address."""
     rate_limit_workers: str = "6000/minute"
     """Worker calls (claim, heartbeat, complete, fail, release, report) per user (as for reads)."""
+    rate_limit_account_failures: int = Field(default=5, ge=1, le=10_000)
+    """Failed logins per account (from any addresses) before each further one waits."""
+    rate_limit_account_delay_seconds: float = Field(default=1.0, gt=0, le=86_400)
+    """Wait after one failure more than that; it doubles with each further failure."""
+    rate_limit_account_max_delay_seconds: float = Field(default=900.0, gt=0, le=86_400)
+    """Longest wait between attempts at one account."""
+    rate_limit_account_window_seconds: float = Field(default=3600.0, gt=0, le=30 * 86_400)
+    """An account's failures are forgotten this long after its last one, or at a login."""
+    password_hash_workers: int | None = Field(default=None, ge=1, le=256)
+    """Passwords hashed at once (threads); by default one per CPU."""
+    password_hash_queue: int = Field(default=4, ge=0, le=10_000)
+    """Logins waiting for a hashing thread; more at once get 503 with Retry-After."""
     claim_max_wait_seconds: float = Field(default=30.0, ge=0, le=30)
     """Longest a claim waits for work; a longer `wait` is shortened to it."""
     redis_url: SecretStr | None = None

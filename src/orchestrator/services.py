@@ -10,6 +10,7 @@ from orchestrator.auth.api_keys import ApiKeyDirectory
 from orchestrator.auth.deps import Authenticator
 from orchestrator.auth.passwords import Passwords
 from orchestrator.auth.sessions import SessionDirectory, SessionKeys
+from orchestrator.auth.throttle import AccountPolicy, AddressFailures
 from orchestrator.auth.tokens import TokenService
 from orchestrator.auth.users import UserDirectory
 from orchestrator.background import Background
@@ -50,6 +51,8 @@ class Services:
     pruner: Periodic
     firer: ScheduleFirer
     counts: Periodic
+    account_policy: AccountPolicy
+    address_failures: AddressFailures
 
     @property
     def background(self) -> tuple[Background, ...]:

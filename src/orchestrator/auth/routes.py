@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -39,7 +40,14 @@ from orchestrator.auth.sessions import (
     rotate,
     start_session,
 )
-from orchestrator.auth.users import MAX_PASSWORD, MAX_USERNAME, User, verify_credentials
+from orchestrator.auth.throttle import POLICY, AccountThrottled, charge, forget
+from orchestrator.auth.users import (
+    MAX_PASSWORD,
+    MAX_USERNAME,
+    User,
+    username_key,
+    verify_credentials,
+)
 from orchestrator.errors import Forbidden, Unauthorized
 from orchestrator.http.rate_limit import unlimited
 from orchestrator.representation import canonical_json
@@ -82,13 +90,39 @@ class LogoutRequest(BaseModel):
 async def _sign_in(request: Request, body: LoginRequest, kind: Kind) -> Grant:
     # The lengths are already checked by `LoginRequest`: nothing too long reaches argon2.
     services = services_of(request)
-    await services.rate_limits.check_login(request.scope, username=body.username)
-    user: User | None = await verify_credentials(
-        services.db, services.passwords, username=body.username, password=body.password
-    )
+    limits = services.rate_limits
+    await limits.check_login(request.scope, username=body.username)
+    address = limits.client_address.of(request.scope)
+    account = username_key(body.username)
+    addresses = services.address_failures
+    # A place for the hash first: a full pool refuses at once, before any count or query.
+    place = services.passwords.admit(addresses.penalty(address))
+    addresses.started(address)
+    user: User | None = None
+    try:
+        if limits.enabled:
+            try:
+                await charge(
+                    services.db, account=account, policy=services.account_policy, now=time.time()
+                )
+            except AccountThrottled:
+                services.metrics.rate_limited.labels(POLICY).inc()
+                raise
+        user = await verify_credentials(
+            services.db,
+            services.passwords,
+            username=body.username,
+            password=body.password,
+            place=place,
+        )
+    finally:
+        place.release()
+        addresses.ended(address, failed=user is None)
     if user is None:
         request.state.login_failed = True
         raise Unauthorized("Invalid username or password")
+    if limits.enabled:
+        await forget(services.db, account=account)
     return await start_session(
         services.db,
         user=user,
@@ -96,7 +130,7 @@ async def _sign_in(request: Request, body: LoginRequest, kind: Kind) -> Grant:
         lifetimes=lifetimes_of(services.settings),
         issue_access=access_issuer(services.tokens) if kind == "token" else no_access,
         user_agent=request.headers.get("user-agent"),
-        client_address=services.rate_limits.client_address.of(request.scope),
+        client_address=address,
     )
 
 

@@ -10,7 +10,7 @@ from typing import Literal, cast
 
 import orjson
 
-from orchestrator.auth.passwords import Passwords
+from orchestrator.auth.passwords import Passwords, Place
 from orchestrator.db import ConstraintViolation, Database, Row, Transaction
 from orchestrator.db.changelog import Change, record_change
 from orchestrator.errors import Conflict, NotFound, Unprocessable
@@ -88,7 +88,12 @@ async def get_user(db: Database, *, username: str) -> User | None:
 
 
 async def verify_credentials(
-    db: Database, passwords: Passwords, *, username: str, password: str
+    db: Database,
+    passwords: Passwords,
+    *,
+    username: str,
+    password: str,
+    place: Place | None = None,
 ) -> User | None:
     """The enabled user these credentials belong to, or None.
 
@@ -98,7 +103,7 @@ async def verify_credentials(
     user = await get_user(db, username=username)
     candidate = user if user is not None and not user.disabled else None
     matched = await passwords.verify(
-        candidate.password_hash if candidate is not None else None, password
+        candidate.password_hash if candidate is not None else None, password, place=place
     )
     return candidate if matched else None
 
