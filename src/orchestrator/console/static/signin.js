@@ -26,7 +26,8 @@ export function signInView(main, { message, onSignedIn }) {
       onSignedIn(data);
     } catch (error) {
       const rest = showFieldErrors({ username, password }, error);
-      if (error.status !== 422 || rest.length) problem.textContent = error.message;
+      if (error.status === 429 || error.status === 503) problem.textContent = tooSoon(error);
+      else if (error.status !== 422 || rest.length) problem.textContent = error.message;
       password.control.value = "";
       if (error.status !== 422) username.control.focus();
     } finally {
@@ -34,4 +35,19 @@ export function signInView(main, { message, onSignedIn }) {
     }
   });
   return {};
+}
+
+// 429: this account or this address tried too often; 503: too many sign-ins at once.
+function tooSoon(error) {
+  const seconds = Number.parseInt((error.headers && error.headers.get("Retry-After")) || "", 10);
+  const wait = Number.isFinite(seconds) && seconds > 0 ? duration(seconds) : "a moment";
+  return error.status === 429
+    ? `Too many sign-in attempts. Try again in ${wait}.`
+    : `The server is busy signing people in. Try again in ${wait}.`;
+}
+
+function duration(seconds) {
+  if (seconds < 60) return seconds === 1 ? "1 second" : `${seconds} seconds`;
+  const minutes = Math.ceil(seconds / 60);
+  return minutes === 1 ? "1 minute" : `${minutes} minutes`;
 }
