@@ -156,9 +156,8 @@ class AddressFailures:
         if not failed:
             return
         now = time.monotonic()
-        count = self._recent(address, now)
-        since = self._failures[address][1] if count else now
-        self._failures[address] = (count + 1, since)
+        # remembered until `window` after the last failure: a steady guesser stays last
+        self._failures[address] = (self._recent(address, now) + 1, now)
         self._failures.move_to_end(address)
         while len(self._failures) > self._kept:
             self._failures.popitem(last=False)
@@ -167,8 +166,8 @@ class AddressFailures:
         entry = self._failures.get(address)
         if entry is None:
             return 0
-        count, since = entry
-        if now - since > self._window:
+        count, last = entry
+        if now - last > self._window:
             del self._failures[address]
             return 0
         return count
