@@ -19,7 +19,7 @@ from orchestrator.errors import ApiError
 
 T = TypeVar("T")
 # Hashing threads yield to the event loop: a flood of sign-ins slows sign-ins, not reads.
-HASHING_NICENESS = 10
+HASHING_NICENESS = 19
 BUSY_RETRY_AFTER_SECONDS = 1
 
 
