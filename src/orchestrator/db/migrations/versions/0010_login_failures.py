@@ -1,7 +1,7 @@
 """Login failures per account, shared by every process (see `orchestrator.auth.throttle`).
 
-Revision ID: 0009_login_failures
-Revises: 0008_queues
+Revision ID: 0010_login_failures
+Revises: 0009_job_logs
 Create Date: 2026-12-01
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_login_failures"
-down_revision = "0008_queues"
+revision = "0010_login_failures"
+down_revision = "0009_job_logs"
 branch_labels = None
 depends_on = None
 
