@@ -15,7 +15,7 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 
-from orchestrator.auth.passwords import Passwords
+from orchestrator.auth.passwords import HashingBusy, Passwords
 from orchestrator.auth.throttle import AccountPolicy
 from orchestrator.config import Settings
 from orchestrator.services import Services
@@ -343,3 +343,29 @@ async def test_two_processes_count_one_accounts_failures_together(
         assert_throttled(await guess(n, ADMIN_PASSWORD, address=n), at_most=DELAY)
     for server in two_servers:
         assert "Traceback" not in server.logs()
+
+
+async def test_a_hash_whose_caller_left_keeps_its_place_until_it_ends() -> None:
+    hasher = GatedHasher()
+    hasher.gate.set()
+    passwords = Passwords(hasher, workers=1, queue=0)
+    await passwords.warm_up()
+    hasher.gate.clear()
+    hasher.started = 0
+    try:
+        password_hash = passwords.hash_sync("a-password")
+        left = asyncio.create_task(passwords.verify(password_hash, "a-password"))
+        await until(lambda: hasher.started == 1)
+        left.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await left
+        # the thread still hashes: no place for another one yet
+        assert passwords.pool.busy == 1
+        with pytest.raises(HashingBusy):
+            passwords.admit()
+        hasher.gate.set()
+        await until(lambda: passwords.pool.busy == 0)
+        assert await passwords.verify(password_hash, "a-password")
+    finally:
+        hasher.gate.set()
+        passwords.close()

@@ -44,6 +44,11 @@ def _yield_to_the_loop() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
 
 
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody counts places now
+        loop.call_soon_threadsafe(callback)
+
+
 class Place:
     """A place in the hashing pool, held from admission until its hash has run."""
 
@@ -54,11 +59,14 @@ class Place:
         self.penalty = penalty
         self.seq = seq
         self._turn: asyncio.Future[None] | None = None
-        self._state = "waiting"  # → "running" → "done", or "evicted"
+        self._state = "waiting"  # → "running" → "hashing" → "done", or "evicted"
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """Wait for a thread (HashingBusy if pushed out of the queue meanwhile), run `fn`."""
-        pool = self._pool
+        """Wait for a thread (HashingBusy if pushed out of the queue meanwhile), run `fn`.
+
+        The place is given back when the thread is done, even if whoever waited for it has
+        gone (a client that hangs up cannot make room for more hashes than there are threads).
+        """
         if self._state == "waiting":
             self._turn = asyncio.get_running_loop().create_future()
             try:
@@ -68,18 +76,26 @@ class Place:
                 raise
         if self._state != "running":
             raise HashingBusy()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(pool.executor, fn, *args)
-        finally:
-            self.release()
+        loop = asyncio.get_running_loop()
+        self._state = "hashing"
+        job = self._pool.executor.submit(fn, *args)
+        job.add_done_callback(lambda _: _call_soon(loop, self._hashed))
+        return await asyncio.wrap_future(job, loop=loop)
 
     def release(self) -> None:
-        """Give the place back (idempotent)."""
-        state, self._state = self._state, "done"
+        """Give the place back (idempotent; a hash under way keeps it until it ends)."""
+        state = self._state
+        if state in ("hashing", "done"):
+            return
+        self._state = "done"
         if state == "running":
             self._pool._hand_on()
         elif state == "waiting":
             self._pool._leave(self)
+
+    def _hashed(self) -> None:
+        self._state = "running"
+        self.release()
 
     def _start(self) -> None:
         self._state = "running"
