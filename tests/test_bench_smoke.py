@@ -92,3 +92,27 @@ def test_queue_bench_smoke_prints_a_row_with_figures_for_this_service() -> None:
     assert re.fullmatch(NUMBER, cells[1]), row  # drain, jobs/s
     assert re.fullmatch(rf"{NUMBER} s", cells[4]), row  # server CPU per 1,000 jobs
     assert re.fullmatch(rf"{NUMBER} / {NUMBER}", cells[6]), row  # steady p50 / p99
+
+
+def test_login_flood_bench_prints_every_phase_with_its_ratios() -> None:
+    runner = subprocess.Popen(
+        [sys.executable, "bench/login_flood.py", "--seconds", "2", "--addresses", "4"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = runner.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.communicate()
+        raise
+    assert runner.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    for phase in ("unflooded", "flood, spread", "flood, burst"):
+        row = next(line for line in stdout.splitlines() if line.startswith(phase))
+        ratios = re.findall(rf" ({NUMBER}) ", row.removeprefix(phase))
+        assert len(ratios) >= 3, row  # read p50 and p95 ratios, login p50 ratio
+    flooded = next(line for line in stdout.splitlines() if line.startswith("flood, burst"))
+    assert "401:" in flooded or "503:" in flooded, flooded
