@@ -19,6 +19,7 @@ import asyncio
 import importlib.util
 import os
 import platform
+import pstats
 import resource
 import shutil
 import statistics
@@ -108,6 +109,43 @@ def _raise_file_limit() -> None:
     wanted = 8192 if hard == resource.RLIM_INFINITY else min(8192, hard)
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+# Run as `python -c _PROFILED <output> <module> <args...>`. uvicorn raises the SIGTERM it caught
+# again once it has shut down, which would kill the process before cProfile writes its file:
+# a handler of our own turns it into SystemExit, which cProfile survives.
+_PROFILED = """
+import cProfile, runpy, signal, sys
+output, module = sys.argv[1], sys.argv[2]
+sys.argv = [module, *sys.argv[3:]]
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+profiler = cProfile.Profile()
+try:
+    profiler.runcall(runpy.run_module, module, run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+finally:
+    profiler.dump_stats(output)
+"""
+
+
+def _profiled(command: list[str], output: Path) -> list[str]:
+    """`python -m orchestrator serve ...` run under cProfile, its profile written to `output`."""
+    assert command[1] == "-m", command
+    return [command[0], "-c", _PROFILED, str(output), *command[2:]]
+
+
+def _print_profiles(directory: Path, names: list[str], top: int = 40) -> None:
+    for name in names:
+        path = directory / f"{name}.prof"
+        if not path.exists():
+            print(f"no profile for {name} (did it stop cleanly?)")
+            continue
+        print(f"\n--- {name}: {path}, by own time")
+        stats = pstats.Stats(str(path))
+        stats.sort_stats("tottime").print_stats(top)
+        print(f"--- {name}: by cumulative time")
+        stats.sort_stats("cumulative").print_stats(top)
 
 
 # --------------------------------------------------------------------------- the run
@@ -200,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="one round, 1 s per scenario, 100 subscribers"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        type=Path,
+        help="run each service under cProfile, write DIR/<server>.prof and print its top "
+        "functions (the figures then measure the profiler too: for finding where time goes)",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.rounds, args.seconds, args.changes, args.subscribers = 1, 1.0, 3, 100
@@ -234,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         for name in names
     }
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        for name, server in services.items():
+            server.command = _profiled(server.command, args.profile.resolve() / f"{name}.prof")
     started: list[servers.Server] = []
     try:
         seeding = time.monotonic()
@@ -259,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in started:
             server.stop()
+        if args.profile:
+            _print_profiles(args.profile, list(services))
         if args.postgres:
             asyncio.run(
                 _each_database(

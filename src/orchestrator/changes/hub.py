@@ -78,6 +78,40 @@ def frame(body: dict[str, object]) -> str:
     return orjson.dumps(body).decode()
 
 
+def text_frame(payload: bytes) -> bytes:
+    """`payload` as one unmasked WebSocket text frame (RFC 6455 5.2), as a server sends it."""
+    length = len(payload)
+    if length < 126:
+        head = bytes((0x81, length))
+    elif length < 1 << 16:
+        head = bytes((0x81, 126)) + length.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + length.to_bytes(8, "big")
+    return head + payload
+
+
+class SharedFrame:
+    """One live change as every subscriber gets it: its text, and its WebSocket frame, built
+    once (on first use) for all the connections that can take it straight away."""
+
+    __slots__ = ("_wire", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        if self._wire is None:
+            self._wire = text_frame(self.text.encode())
+        return self._wire
+
+
+# Writes one whole WebSocket frame to the connection's socket now, if it can take it without
+# waiting (open, not closing, below its transport's high-water mark); False otherwise.
+DirectWrite = Callable[[bytes], bool]
+
+
 class ByteBudget:
     """The bytes one user's connections hold queued (their own frames), against a limit."""
 
@@ -103,9 +137,15 @@ class Outbox:
     """
 
     def __init__(
-        self, limit: int, *, max_bytes: int = UNBOUNDED, budget: ByteBudget | None = None
+        self,
+        limit: int,
+        *,
+        max_bytes: int = UNBOUNDED,
+        budget: ByteBudget | None = None,
+        direct: DirectWrite | None = None,
     ) -> None:
         self.limit = limit
+        self.direct = direct
         self.max_bytes = max_bytes
         self.budget = budget or ByteBudget(UNBOUNDED)
         self._frames: deque[str] = deque()
@@ -119,6 +159,22 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self._frames)
+
+    def put_shared(self, shared: SharedFrame) -> bool:
+        """Queue a live change's frame; or, when nothing is queued or being sent and the
+        connection takes it at once, write its prebuilt frame to the socket directly (no
+        wake-up of the writer, no per-connection encoding). What the socket's buffer then
+        holds is bounded by its high-water mark, as when the writer sends."""
+        direct = self.direct
+        if (
+            direct is not None
+            and not self._frames
+            and not self._in_flight[0]
+            and not self.overflowed.is_set()
+            and direct(shared.wire)
+        ):
+            return True
+        return self.put(shared.text, shared=True)
 
     def put(self, text: str, *, shared: bool = False) -> bool:
         """Queue a frame without waiting; False (and `overflowed` set) when over a bound."""
@@ -214,9 +270,9 @@ class Subscriber:
 
     # ----------------------------------------------------------------- called by the hub
 
-    def offer(self, change: Change, text: str | None) -> None:
+    def offer(self, change: Change, shared: SharedFrame | None) -> None:
         if self._live:
-            self._process(change, text)
+            self._process(change, shared)
             return
         if self._pending is None:
             return
@@ -226,13 +282,13 @@ class Subscriber:
         elif not self._pending_overflow:
             self._pending.append(change)
 
-    def _process(self, change: Change, text: str | None) -> None:
+    def _process(self, change: Change, shared: SharedFrame | None) -> None:
         if change.revision <= self.position:
             return  # already seen: the hand-off from the log to the live feed overlaps
         self.position = change.revision
         if self._wants(change):
-            if text is not None:
-                self.outbox.put(text, shared=True)  # one string for every subscriber
+            if shared is not None:
+                self.outbox.put_shared(shared)  # one frame for every subscriber
             else:
                 self.outbox.put(change_frame(change))
 
@@ -481,11 +537,11 @@ class Hub:
         if change.collection in CREDENTIALS:
             for session in self._sessions:
                 session.revalidate.set()
-            text = None
+            shared = None
         else:
-            text = change_frame(change) if self._subscribers else None
+            shared = SharedFrame(change_frame(change)) if self._subscribers else None
         for subscriber in tuple(self._subscribers):
-            subscriber.offer(change, text)
+            subscriber.offer(change, shared)
 
     # ------------------------------------------------------------------- sessions
 

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import structlog
 from fastapi import APIRouter, WebSocket
+from starlette.types import Scope
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from orchestrator.auth.deps import (
@@ -25,6 +26,7 @@ from orchestrator.changes.hub import (
     DEFAULT_SUBSCRIPTION,
     MAX_REVISION,
     SUBSCRIBABLE,
+    DirectWrite,
     Hub,
     Outbox,
     ReplayInterrupted,
@@ -37,6 +39,7 @@ from orchestrator.changes.hub import (
 )
 from orchestrator.db import DatabaseUnavailable
 from orchestrator.errors import Unauthorized
+from orchestrator.http.protocol import DIRECT_FRAMES
 from orchestrator.services import Services, services_of
 from orchestrator.text import MAX_JSON_DEPTH, json_depth_exceeds
 from orchestrator.timestamps import iso, utcnow
@@ -98,6 +101,14 @@ def _since(value: object) -> int | None:
     return value
 
 
+def direct_writer(scope: Scope) -> DirectWrite | None:
+    """The server's direct frame writer for this connection, when it offers one (ours does:
+    `QuietWebSocketProtocol`); None under any other server."""
+    offered = scope.get("extensions", {}).get(DIRECT_FRAMES)
+    write = offered.get("write") if isinstance(offered, dict) else None
+    return write if callable(write) else None
+
+
 class MessageRate:
     """A token bucket: `rate` messages a second, in bursts of up to `rate`."""
 
@@ -140,6 +151,7 @@ class Connection:
             settings.ws_send_queue_frames,
             max_bytes=settings.ws_send_queue_bytes,
             budget=session.budget,
+            direct=direct_writer(websocket.scope),
         )
         self.subscriber = Subscriber(hub, self.outbox)
         self.rate = MessageRate(settings.ws_max_messages_per_second)

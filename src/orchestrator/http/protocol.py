@@ -18,6 +18,7 @@ import structlog
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from orchestrator.context import request_id_var
 from orchestrator.http.errors import error_body
@@ -211,13 +212,49 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return ""
 
 
+# The scope extension through which `QuietWebSocketProtocol` offers the application its
+# direct frame writer: `{"write": callable(frame: bytes) -> bool}`.
+DIRECT_FRAMES = "orchestrator.websocket.direct_frames"
+
+
 class QuietWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, which no longer logs an ERROR for each refused handshake.
+    """uvicorn's WebSocket protocol, which no longer logs an ERROR for each refused handshake,
+    and which offers the application a direct frame writer.
 
     It marks a handshake complete on accept and on close, but not when the application refuses
     it with an HTTP response (our 429), so that every such refusal logged "ASGI callable
     returned without completing handshake" at ERROR (uvicorn pull request #3138).
+
+    The direct writer (`write_frame`, in the scope's extensions under `DIRECT_FRAMES`) lets
+    the change feed's fan-out write one frame, encoded once for every subscriber, to each
+    socket that can take it at once, instead of waking a task per subscriber to encode and
+    send the same text through every layer of ASGI `send`.
     """
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # unset when the handshake was refused
+        if scope is not None:
+            # The application's task is created but has not run yet: it sees this.
+            scope["extensions"][DIRECT_FRAMES] = {"write": self.write_frame}
+
+    def write_frame(self, data: bytes) -> bool:
+        """Write `data` (whole frames, unmasked, no extension bits) now, if the connection is
+        open, accepted, not closing, and its transport below its high-water mark (where
+        `send` would not wait); False (nothing written) otherwise."""
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.conn.state is not State.OPEN
+            or self.conn.extensions
+            or self.transport.is_closing()
+        ):
+            return False
+        self.transport.write(data)
+        return True
 
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)
