@@ -61,6 +61,38 @@ async def test_resume_with_since_after_a_disconnect_has_no_gap_and_no_duplicate(
     assert [c["data"]["title"] for c in received] == [f"stream {n}" for n in range(150)]
 
 
+async def test_own_and_another_process_writes_interleaved_arrive_once_in_order(
+    stack: Stack,
+) -> None:
+    """The server hands its own commits on without reading the log, and reads the log for
+    those of another process on the same file: interleaved, each arrives once, in order."""
+    token = await stack.user(username())
+    start = await latest_revision(stack.db)
+    own: list[str] = []
+    other: list[int] = []
+
+    async def write_own(client: httpx.AsyncClient, worker: int) -> None:
+        for n in range(40):
+            own.append((await stack.post_task(client, token, f"own {worker} {n}"))["id"])
+
+    async def write_other() -> None:
+        for n in range(60):
+            other.append(await stack.write_task(f"other {n}"))
+
+    async with ws_connect(stack.server, token) as ws:
+        await connected(ws)
+        assert (await subscribe(ws, ["tasks"]))["type"] == "subscribed"
+        async with httpx.AsyncClient(timeout=30) as client:
+            await asyncio.gather(write_own(client, 0), write_own(client, 1), write_other())
+        last = await latest_revision(stack.db)
+        received = await collect_changes(ws, until_revision=last, within=30)
+    revisions = [change["revision"] for change in received]
+    assert revisions == list(range(start + 1, last + 1))
+    assert len(received) == len(own) + len(other)
+    assert set(own) <= {change["id"] for change in received}
+    assert set(other) <= set(revisions)
+
+
 async def test_stalled_client_does_not_slow_another_and_is_closed(stack: Stack) -> None:
     token = await stack.user(username())
     # A client that never reads, with a tiny receive buffer so the server notices soon.

@@ -35,6 +35,36 @@ class Change:
     data: str | None  # canonical JSON of the resource after the change; None for deletes
 
 
+class Committed(str):
+    """The payload of a change-log notification delivered in this process: the last revision
+    (the text every process gets), carrying the changes themselves, as the log holds them,
+    so that this process's feed can hand them on without reading them back."""
+
+    __slots__ = ("changes",)
+    changes: tuple[Change, ...]
+
+    def __new__(cls, changes: tuple[Change, ...]) -> Committed:
+        committed = super().__new__(cls, str(changes[-1].revision))
+        committed.changes = changes
+        return committed
+
+
+def _committed(collection: Collection, entries: Sequence[ChangeEntry], *, last: int) -> Committed:
+    first = last - len(entries) + 1
+    return Committed(
+        tuple(
+            Change(
+                first + n,
+                collection,
+                op,
+                resource_id,
+                data.decode() if data is not None else None,
+            )
+            for n, (op, resource_id, data) in enumerate(entries)
+        )
+    )
+
+
 ChangeEntry = tuple[Op, str, bytes | None]  # op, resource id, canonical JSON (None: deleted)
 # Rows per INSERT on SQLite: 6 parameters each, well inside its limit of 32,766.
 _ROWS_PER_INSERT = 500
@@ -102,8 +132,9 @@ async def record_changes(
             f"VALUES {values}",
             params,
         )
-    # Delivered at commit; carries only the revision, readers fetch the log themselves.
-    await tx.notify(NOTIFY_CHANNEL, str(last))
+    # Delivered at commit. Other processes get only the revision and read the log; this one's
+    # feed also gets the changes.
+    await tx.notify(NOTIFY_CHANNEL, _committed(collection, entries, last=last))
     return last
 
 
@@ -134,8 +165,9 @@ async def _record_in_one_statement(
     )
     assert row is not None
     last = int(row["revision"])
-    # Delivered at commit; carries only the revision, readers fetch the log themselves.
-    tx.notified(NOTIFY_CHANNEL, str(last))
+    # Delivered at commit: other processes get the revision (NOTIFY) and read the log; this
+    # one's feed also gets the changes.
+    tx.notified(NOTIFY_CHANNEL, _committed(collection, entries, last=last))
     return last
 
 

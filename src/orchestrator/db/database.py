@@ -486,7 +486,7 @@ class _PgTransaction:
         # NOTIFY is sent at commit (to every process); this process's listeners hear it at
         # once, without the round trip.
         await self.execute(
-            "SELECT pg_notify(:channel, :payload)", {"channel": channel, "payload": payload}
+            "SELECT pg_notify(:channel, :payload)", {"channel": channel, "payload": str(payload)}
         )
         self.notes.append((channel, payload))
 

@@ -1,9 +1,14 @@
 """The per-process change feed: follows the log and hands every change, in order, to listeners.
 
 A notification from the database's notifier (a local commit, or another process's through
-PostgreSQL) only wakes the feed; the feed then reads the log from the last revision it
-delivered. A lost wake-up therefore delays a change, never drops it, and the periodic poll is
-the safety net (and the only cross-process path on SQLite).
+PostgreSQL) wakes the feed; the feed then reads the log from the last revision it delivered.
+A lost wake-up therefore delays a change, never drops it, and the periodic poll is the safety
+net (and the only cross-process path on SQLite).
+
+A commit of this process comes with its changes (`Committed`): those the feed hands on
+without reading the log, when they follow on from the last revision it delivered. Anything
+else (another process's commit in between, a notification without changes, the poll) sends
+it to the log, which is always complete.
 """
 
 from __future__ import annotations
@@ -15,13 +20,22 @@ from collections.abc import Callable
 import structlog
 
 from orchestrator.background import cancel_and_wait
-from orchestrator.db.changelog import NOTIFY_CHANNEL, Change, changes_after, latest_revision
+from orchestrator.db.changelog import (
+    NOTIFY_CHANNEL,
+    Change,
+    Committed,
+    changes_after,
+    latest_revision,
+)
 from orchestrator.db.database import Database, DatabaseUnavailable
 from orchestrator.db.notifier import Listening
 
 log = structlog.get_logger(__name__)
 
 Listener = Callable[[Change], None]
+LOG_PAGE = 1000
+# Local changes kept for a feed that has fallen behind; past this the log has them anyway.
+MAX_LOCAL = 10_000
 
 
 class ChangeFeed:
@@ -37,6 +51,8 @@ class ChangeFeed:
         self._stopping = False
         self._outage = False
         self.latest_seen = 0  # the newest revision this process has heard of
+        self._local: list[Change] = []  # this process's commits, not delivered yet
+        self._read_log = True  # whether something may be in the log that `_local` lacks
 
     @property
     def lag(self) -> int:
@@ -82,8 +98,10 @@ class ChangeFeed:
         while not self._stopping:
             if self.listening is not None:
                 await self.listening.keep_alive()
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            except TimeoutError:
+                self._read_log = True  # the poll: commits we were not told of
             self._wake.clear()
             if self._stopping:
                 return
@@ -98,9 +116,14 @@ class ChangeFeed:
 
     async def _drain(self) -> None:
         while True:
-            batch = await changes_after(self.db, revision=self.delivered, limit=1000)
+            batch = self._local_batch()
             if not batch:
-                return
+                if not self._read_log and not self._local:
+                    return
+                batch = await changes_after(self.db, revision=self.delivered, limit=LOG_PAGE)
+                self._read_log = len(batch) >= LOG_PAGE  # a full page: more may follow
+                if not batch:
+                    return
             for change in batch:
                 for listener in tuple(self._listeners):
                     try:
@@ -111,8 +134,24 @@ class ChangeFeed:
             self.latest_seen = max(self.latest_seen, self.delivered)
             async with self._advanced:
                 self._advanced.notify_all()
-            if len(batch) < 1000:
-                return
+
+    def _local_batch(self) -> list[Change]:
+        """This process's changes that follow on from `delivered` without a gap, taken from
+        `_local` (dropping those already delivered); empty when there are none."""
+        local = self._local
+        if not local:
+            return []
+        local.sort(key=_revision)  # commits are notified in order on SQLite, maybe not on PG
+        delivered = self.delivered
+        start = 0
+        while start < len(local) and local[start].revision <= delivered:
+            start += 1
+        end = start
+        while end < len(local) and local[end].revision == delivered + 1 + end - start:
+            end += 1
+        batch = local[start:end]
+        del local[:end]
+        return batch
 
     def _unavailable(self, event: str, exc: BaseException) -> None:
         """Say once per outage that the database is away (the poll retries every interval)."""
@@ -128,4 +167,12 @@ class ChangeFeed:
     def _notified(self, payload: str | None) -> None:
         if payload is not None and payload.isdigit():
             self.latest_seen = max(self.latest_seen, int(payload))
+        if isinstance(payload, Committed) and len(self._local) < MAX_LOCAL:
+            self._local.extend(payload.changes)
+        else:
+            self._read_log = True
         self.wake()
+
+
+def _revision(change: Change) -> int:
+    return change.revision
