@@ -14,10 +14,12 @@ from typing import Any, Literal
 
 import orjson
 
-from orchestrator.db import ConstraintViolation, Database, Row, Transaction
+from orchestrator.db import ConstraintViolation, Database, Transaction
 from orchestrator.db.changelog import Op, record_changes
 from orchestrator.errors import Conflict, NotFound
+from orchestrator.jobs.dependencies import UNMET, lock_parents, settle_dependents
 from orchestrator.jobs.leases import CANCELLABLE, cancel_assignments
+from orchestrator.jobs.queries import UNFINISHED
 from orchestrator.jobs.records import JOB_COLUMNS, StoredJob, stored_job
 from orchestrator.timestamps import utcnow
 
@@ -28,7 +30,7 @@ RETRYABLE = "status IN ('failed', 'cancelled')"
 # A retried job would hold its unique key again: not while another unfinished job holds it.
 _KEY_FREE = (
     "NOT EXISTS (SELECT 1 FROM jobs AS holder WHERE holder.queue = jobs.queue "
-    "AND holder.unique_key = jobs.unique_key AND holder.status IN ('pending', 'running'))"
+    f"AND holder.unique_key = jobs.unique_key AND holder.{UNFINISHED})"
 )
 
 
@@ -37,25 +39,31 @@ def _now(dialect: str) -> str:
 
 
 def _retry_assignments(dialect: str) -> str:
-    """failed/cancelled → pending: attempts, error and result reset, due at `:run_after` or now."""
+    """failed/cancelled → pending (waiting, while a parent has not succeeded): attempts, error
+    and result reset, due at `:run_after` or now."""
     due = (
         "COALESCE(CAST(:run_after AS timestamptz), now())"
         if dialect == "postgresql"
         else "COALESCE(:run_after, :now)"
     )
     return (
-        "status = 'pending', attempts = 0, error = NULL, result = NULL, "
+        f"status = CASE WHEN {UNMET} THEN 'waiting' ELSE 'pending' END, "
+        "attempts = 0, error = NULL, result = NULL, "
         "cancel_requested = FALSE, finished_at = NULL, lease_expires_at = NULL, "
         f"run_after = {due}, version = version + 1, updated_at = {_now(dialect)}"
     )
 
 
-def _ids_in(dialect: str) -> str:
+def _ids_subquery(dialect: str) -> str:
     if dialect == "postgresql":
         # Not `id = ANY(:ids)`: its generic plan compares every row with every id (0.6 s a
         # chunk of 500 in 10,000 jobs); a set is joined by hash or by the primary key.
-        return "id IN (SELECT unnest(CAST(:ids AS varchar[])))"
-    return "id IN (SELECT value FROM json_each(:ids))"
+        return "SELECT unnest(CAST(:ids AS varchar[]))"
+    return "SELECT value FROM json_each(:ids)"
+
+
+def _ids_in(dialect: str) -> str:
+    return f"id IN ({_ids_subquery(dialect)})"
 
 
 def _ids_param(dialect: str, ids: Sequence[str]) -> Any:
@@ -63,8 +71,9 @@ def _ids_param(dialect: str, ids: Sequence[str]) -> Any:
 
 
 async def retry_job(*, db: Database, job_id: str, run_at: datetime | None) -> StoredJob:
-    """failed or cancelled → pending (due at `run_at`, or now); 409 from any other status,
-    or while another unfinished job of the queue holds the job's unique key."""
+    """failed or cancelled → pending (due at `run_at`, or now), or waiting while one of its
+    parents has not succeeded; 409 from any other status, or while another unfinished job of
+    the queue holds the job's unique key."""
     sql = (
         f"UPDATE jobs SET {_retry_assignments(db.dialect)} "
         f"WHERE id = :id AND {RETRYABLE} RETURNING {JOB_COLUMNS}"
@@ -72,6 +81,7 @@ async def retry_job(*, db: Database, job_id: str, run_at: datetime | None) -> St
     params = {"id": job_id, "run_after": run_at, "now": utcnow()}
     try:
         async with db.transaction() as tx:
+            await lock_parents(tx, child_ids="(:id)", params=params)
             row = await tx.fetch_one(sql, params)
             if row is not None:
                 job = stored_job(row)
@@ -153,7 +163,7 @@ async def _apply(db: Database, action: Action, ids: Sequence[str], run_at: datet
     dialect = db.dialect
     params: dict[str, Any] = {"ids": _ids_param(dialect, ids), "now": utcnow()}
     if action == "delete":
-        sql = f"DELETE FROM jobs WHERE {_ids_in(dialect)} RETURNING id"
+        sql = f"DELETE FROM jobs WHERE {_ids_in(dialect)} RETURNING id, status"
     elif action == "cancel":
         sql = (
             f"UPDATE jobs SET {cancel_assignments(dialect)} "
@@ -167,11 +177,23 @@ async def _apply(db: Database, action: Action, ids: Sequence[str], run_at: datet
         params["run_after"] = run_at
     try:
         async with db.transaction() as tx:
+            if action == "retry":
+                await lock_parents(tx, child_ids=f"({_ids_subquery(dialect)})", params=params)
             rows = await tx.fetch_all(sql, params)
             if action == "delete":
-                await _log_deleted(tx, rows)
+                deleted = {row["id"]: row["status"] for row in rows}
+                children = await settle_dependents(tx, [], deleted=deleted)
+                await record_changes(
+                    tx,
+                    collection="jobs",
+                    entries=[
+                        *(("delete", row["id"], None) for row in rows),
+                        *(("update", child.id, child.body) for child in children),
+                    ],
+                )
             else:
-                await _log(tx, "update", [stored_job(row) for row in rows])
+                jobs = [stored_job(row) for row in rows]
+                await _log(tx, "update", [*jobs, *await settle_dependents(tx, jobs)])
     except ConstraintViolation:
         # Two jobs of the chunk share a free unique key: retry them one by one, so that the
         # first takes the key and the others stay as they are.
@@ -188,9 +210,3 @@ async def _apply(db: Database, action: Action, ids: Sequence[str], run_at: datet
 
 async def _log(tx: Transaction, op: Op, jobs: Sequence[StoredJob]) -> None:
     await record_changes(tx, collection="jobs", entries=[(op, job.id, job.body) for job in jobs])
-
-
-async def _log_deleted(tx: Transaction, rows: Sequence[Row]) -> None:
-    await record_changes(
-        tx, collection="jobs", entries=[("delete", row["id"], None) for row in rows]
-    )

@@ -28,6 +28,7 @@ import orjson
 from orchestrator.db import Database, Row, Transaction
 from orchestrator.db.changelog import ChangeEntry, record_changes
 from orchestrator.errors import ApiError, Conflict, Forbidden, NotFound
+from orchestrator.jobs.dependencies import settle_dependents
 from orchestrator.jobs.records import JOB_COLUMNS, StoredJob, stored_job
 from orchestrator.queues.limits import claim_rooms
 from orchestrator.timestamps import as_utc, iso, utcnow
@@ -482,10 +483,12 @@ async def report(
                 moved = {row["id"]: stored_job(row) for row in await tx.fetch_all(sql, params)}
                 for n in indexes:
                     outcomes[n] = moved.get(reports[n].lease.job_id)
+        changed = [job for job in outcomes if isinstance(job, StoredJob)]
+        # Before the claim: a child made pending here may be claimed by it.
+        dependents = await settle_dependents(tx, changed)
         if claim is not None and claim.max_jobs > 0:
             claims = (await _claim(tx, db.dialect, keys, holder, claim)).claims
-        changed = [job for job in outcomes if isinstance(job, StoredJob)]
-        await _record(tx, [*changed, *(c.job for c in claims)])
+        await _record(tx, [*changed, *dependents, *(c.job for c in claims)])
     unexplained = [n for n, outcome in enumerate(outcomes) if outcome is None]
     if unexplained:
         rows = await _current(db, [reports[n].lease.job_id for n in unexplained])
@@ -624,23 +627,25 @@ async def _progress_changes(
 
 
 # Which jobs a cancellation moves, and how: for one job here, for many in `jobs.actions`.
-CANCELLABLE = "(status = 'pending' OR (status = 'running' AND NOT cancel_requested))"
+CANCELLABLE = "(status IN ('waiting', 'pending') OR (status = 'running' AND NOT cancel_requested))"
 
 
 def cancel_assignments(dialect: str) -> str:
-    """pending → cancelled at once; running → cancel requested (`:now` on SQLite)."""
+    """waiting or pending → cancelled at once; running → cancel requested (`:now` on SQLite)."""
     now = _now(dialect)
+    queued = "status IN ('waiting', 'pending')"
     return (
-        "status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END, "
+        f"status = CASE WHEN {queued} THEN 'cancelled' ELSE status END, "
         "cancel_requested = CASE WHEN status = 'running' THEN TRUE ELSE cancel_requested END, "
-        f"finished_at = CASE WHEN status = 'pending' THEN {now} ELSE finished_at END, "
+        f"finished_at = CASE WHEN {queued} THEN {now} ELSE finished_at END, "
         f"version = version + 1, updated_at = {now}"
     )
 
 
 async def cancel_job(*, db: Database, job_id: str, username: str, admin: bool) -> StoredJob:
-    """pending → cancelled at once; running → cancel requested; finished → 409. Only the job's
-    creator or an admin may cancel it (403), as only they may delete it."""
+    """waiting or pending → cancelled at once (and the jobs waiting on it, down the chain);
+    running → cancel requested; finished → 409. Only the job's creator or an admin may cancel
+    it (403), as only they may delete it."""
     creator = "" if admin else " AND created_by = :username"
     async with db.transaction() as tx:
         row = await tx.fetch_one(
@@ -650,7 +655,7 @@ async def cancel_job(*, db: Database, job_id: str, username: str, admin: bool) -
         )
         job = stored_job(row) if row is not None else None
         if job is not None:
-            await _record(tx, [job])
+            await _record(tx, [job, *await settle_dependents(tx, [job])])
     if job is not None:
         return job
     current = (await _current(db, [job_id])).get(job_id)
@@ -667,7 +672,8 @@ async def cancel_job(*, db: Database, job_id: str, username: str, admin: bool) -
 
 
 async def sweep_expired_leases(*, db: Database) -> int:
-    """Return running jobs whose lease expired: pending (attempts left), failed or cancelled.
+    """Return running jobs whose lease expired: pending (attempts left), failed or cancelled
+    (and then the jobs waiting on them).
 
     Safe with many sweepers at once: the UPDATE re-checks `status = 'running'` and the expiry,
     so a job another sweeper (or its worker) already moved is not matched again.
@@ -690,7 +696,8 @@ async def sweep_expired_leases(*, db: Database) -> int:
     while True:
         async with db.transaction() as tx:
             rows = await tx.fetch_all(sql, _clock(db.dialect))
-            await _record(tx, [stored_job(row) for row in rows])
+            jobs = [stored_job(row) for row in rows]
+            await _record(tx, [*jobs, *await settle_dependents(tx, jobs)])
         swept += len(rows)
         if len(rows) < SWEEP_BATCH:
             return swept

@@ -8,17 +8,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.db import Database, Transaction
-from orchestrator.db.changelog import record_change
+from orchestrator.db.changelog import ChangeEntry, record_changes
 from orchestrator.db.idempotency import AlreadyExists, IdempotentRequest, create_once
 from orchestrator.db.keyset import Position, keyset_page
+from orchestrator.jobs.dependencies import Start, add_edges, lock_new_parents, settle_dependents
 from orchestrator.jobs.records import JOB_COLUMNS, StoredJob, job_body, stored_job
 from orchestrator.representation import canonical_json
 from orchestrator.timestamps import as_utc, utcnow
 
-# The partial unique index of migration 0005, named as ON CONFLICT must name it.
-_UNIQUE_TARGET = (
-    "(queue, unique_key) WHERE unique_key IS NOT NULL AND status IN ('pending', 'running')"
-)
+# The partial unique index (of migration 0010), named as ON CONFLICT must name it.
+UNFINISHED = "status IN ('waiting', 'pending', 'running')"
+_UNIQUE_TARGET = f"(queue, unique_key) WHERE unique_key IS NOT NULL AND {UNFINISHED}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,8 @@ class JobSpec:
     payload: dict[str, Any] | None = None
     priority: int = 0
     max_attempts: int = 3
+    # Parents (distinct, existing): the job waits until each has succeeded.
+    depends_on: tuple[str, ...] = ()
 
 
 async def create_job(
@@ -43,7 +45,8 @@ async def create_job(
     unique_key: str | None = None,
     idempotency: IdempotentRequest | None = None,
 ) -> StoredJob:
-    """Insert a pending job, due now, at `run_at` or after `delay_seconds`.
+    """Insert a pending job, due now, at `run_at` or after `delay_seconds` (waiting first for
+    its parents, if any).
 
     AlreadyExists (with that job) when an unfinished job of the queue holds `unique_key`;
     DuplicateRequest when the idempotency key won elsewhere.
@@ -85,9 +88,20 @@ async def insert_job(
     The index decides, so two processes racing cannot both insert: the loser's insert does
     nothing and it reads the winner's job. If that job finishes in between, the key is free
     again and the insert is tried once more.
+
+    With parents the job starts `waiting` (`pending` if they all succeeded already, or
+    `cancelled` if one failed or was cancelled); Unprocessable if one does not exist.
     """
+    job_id = str(uuid.uuid4())
+    start = Start(status="pending")
+    if spec.depends_on:
+        start = await lock_new_parents(tx, parent_ids=spec.depends_on)
     params = {
-        "id": str(uuid.uuid4()),
+        "id": job_id,
+        "status": start.status,
+        "error": start.error,
+        "finished_at": now if start.status == "cancelled" else None,
+        "depends_on": canonical_json(list(spec.depends_on)).decode() if spec.depends_on else None,
         "title": spec.title,
         "description": spec.description,
         "created_by": created_by,
@@ -105,17 +119,20 @@ async def insert_job(
         row = await tx.fetch_one(
             "INSERT INTO jobs (id, title, description, status, created_by, version, queue, "
             "payload, priority, max_attempts, attempts, cancel_requested, lease_token, "
-            "run_after, unique_key, created_at, updated_at) VALUES (:id, :title, "
-            ":description, 'pending', :created_by, 1, :queue, :payload, :priority, "
-            ":max_attempts, 0, :false, 0, :run_after, :unique_key, :now, :now)"
+            "run_after, unique_key, created_at, updated_at, error, finished_at, depends_on) "
+            "VALUES (:id, :title, :description, :status, :created_by, 1, :queue, :payload, "
+            ":priority, :max_attempts, 0, :false, 0, :run_after, :unique_key, :now, :now, "
+            ":error, :finished_at, :depends_on)"
             f"{conflict} RETURNING {JOB_COLUMNS}",
             params,
         )
         if row is not None:
+            if spec.depends_on:
+                await add_edges(tx, child_id=job_id, parent_ids=spec.depends_on)
             return stored_job(row), True
         existing = await tx.fetch_one(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE queue = :queue AND unique_key = :unique_key "
-            "AND status IN ('pending', 'running')",
+            f"AND {UNFINISHED}",
             {"queue": spec.queue, "unique_key": unique_key},
         )
         if existing is not None:
@@ -177,16 +194,21 @@ async def list_jobs(
 
 
 async def delete_job(db: Database, *, job_id: str, expected_version: int | None) -> bool:
-    """Delete the job if still at `expected_version` (any, when None); False if none matched."""
+    """Delete the job if still at `expected_version` (any, when None); False if none matched.
+    Jobs waiting on it are cancelled unless it had succeeded."""
     guard = " AND version = :expected" if expected_version is not None else ""
     async with db.transaction() as tx:
         row = await tx.fetch_one(
-            f"DELETE FROM jobs WHERE id = :id{guard} RETURNING id",
+            f"DELETE FROM jobs WHERE id = :id{guard} RETURNING id, status",
             {"id": job_id, "expected": expected_version},
         )
         if row is None:
             return False
-        await record_change(tx, collection="jobs", op="delete", resource_id=job_id, data=None)
+        # An unfinished parent deleted will never succeed: its waiting children are cancelled.
+        children = await settle_dependents(tx, [], deleted={job_id: row["status"]})
+        entries: list[ChangeEntry] = [("delete", job_id, None)]
+        entries += [("update", child.id, child.body) for child in children]
+        await record_changes(tx, collection="jobs", entries=entries)
     return True
 
 

@@ -11,14 +11,16 @@ from orchestrator.db import Row
 from orchestrator.representation import canonical_json, etag_for
 from orchestrator.timestamps import as_utc, iso_text
 
-JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+# `waiting`: for its parents (`depends_on`) to succeed, before it is `pending`.
+JobStatus = Literal["waiting", "pending", "running", "succeeded", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 # Every column a job body needs, in one place for every query that returns jobs.
 JOB_COLUMNS = (
     "id, title, description, status, created_by, version, queue, payload, priority, "
     "max_attempts, attempts, result, error, cancel_requested, worker, started_at, finished_at, "
-    "created_at, updated_at, run_after, unique_key, progress, progress_message"
+    "created_at, updated_at, run_after, unique_key, progress, progress_message, depends_on, "
+    "has_dependents"
 )
 
 
@@ -67,6 +69,7 @@ def job_body(row: Row) -> dict[str, Any]:
         "progress_message": row["progress_message"],
         "run_at": _run_at(row),
         "unique_key": row["unique_key"],
+        "depends_on": _json(row["depends_on"]) if row["depends_on"] is not None else [],
         "started_at": _ts(row["started_at"]),
         "finished_at": _ts(row["finished_at"]),
         "created_at": _ts(row["created_at"]),
@@ -85,6 +88,8 @@ class StoredJob:
     body: bytes
     etag: str
     data: dict[str, Any] = field(repr=False, compare=False)  # what `body` serialises
+    # Some job names this one as a parent: its transitions may move those jobs too.
+    has_dependents: bool = False
 
 
 def stored_job(row: Row) -> StoredJob:
@@ -99,4 +104,5 @@ def stored_job(row: Row) -> StoredJob:
         body=body,
         etag=etag_for(body),
         data=data,
+        has_dependents=bool(row["has_dependents"]),
     )

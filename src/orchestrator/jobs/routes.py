@@ -85,6 +85,7 @@ async def post_job(body: JobCreate, request: Request, user: Writer) -> Response:
         payload=body.payload,
         priority=body.priority,
         max_attempts=body.max_attempts,
+        depends_on=tuple(body.depends_on),
     )
 
     async def create(idempotency: IdempotentRequest | None) -> StoredJob:

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from orchestrator.jobs.records import JobStatus
 from orchestrator.representation import canonical_json
 from orchestrator.text import Description, Title, check_storable_json, storable
 
@@ -75,6 +76,15 @@ ONE_TIME: dict[str, Any] = {
 }
 
 
+JobId = Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{36}$")]
+MAX_PARENTS = 100
+
+
+def _distinct(ids: list[str]) -> list[str]:
+    # Ids are stored in lower case; the first of repeated ids keeps its place.
+    return list(dict.fromkeys(job_id.lower() for job_id in ids))
+
+
 def whole_number(value: Any) -> Any:
     # JSON (and its schema's "integer") does not tell 4 from 4.0; strict mode would.
     if isinstance(value, float) and value.is_integer():
@@ -102,8 +112,17 @@ class JobCreate(BaseModel):
     unique_key: UniqueKey | None = Field(
         default=None,
         description=(
-            "While a job of the queue with this key is pending or running, creating another "
-            "answers 200 with that job and `Orchestrator-Duplicate-Of`"
+            "While a job of the queue with this key is waiting, pending or running, creating "
+            "another answers 200 with that job and `Orchestrator-Duplicate-Of`"
+        ),
+    )
+    depends_on: Annotated[list[JobId], AfterValidator(_distinct)] = Field(
+        default_factory=list,
+        max_length=MAX_PARENTS,
+        description=(
+            f"Up to {MAX_PARENTS} existing jobs (ids; a repeated id counts once): the job is "
+            "`waiting` until every one of them has succeeded, then `pending`; it is cancelled "
+            "if one of them fails for good, is cancelled or is deleted unfinished"
         ),
     )
 
@@ -130,7 +149,6 @@ class RetryRequest(BaseModel):
 
 
 BULK_LIMIT = 10_000
-JobId = Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{36}$")]
 
 
 class BulkFilter(BaseModel):
@@ -138,7 +156,7 @@ class BulkFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    status: Literal["pending", "running", "succeeded", "failed", "cancelled"] | None = None
+    status: JobStatus | None = None
     queue: Queue | None = None
     created_before: Instant | None = None
 
