@@ -30,12 +30,15 @@ def _queues_migration() -> object:
 
 
 def _status_check(statuses: str, *, drop_columns: tuple[str, ...] = ()) -> None:
-    with op.batch_alter_table("jobs", recreate="always") as batch:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    # SQLite changes a CHECK constraint only by rebuilding the table; PostgreSQL alters it
+    # in place (a rebuild would drop the table's count triggers there too).
+    with op.batch_alter_table("jobs", recreate="always" if sqlite else "auto") as batch:
         for column in drop_columns:
             batch.drop_column(column)
         batch.drop_constraint("ck_jobs_status", type_="check")
         batch.create_check_constraint("ck_jobs_status", f"status IN {statuses}")
-    if op.get_bind().dialect.name == "sqlite":
+    if sqlite:
         # Rebuilding the table dropped its triggers (see migration 0008).
         _queues_migration().create_sqlite_triggers()  # type: ignore[attr-defined]
 
