@@ -1,7 +1,7 @@
 """Job dependencies: the status `waiting`, each job's parents, and who depends on whom.
 
 Revision ID: 0010_dependencies
-Revises: 0008_queues
+Revises: 0009_job_logs
 Create Date: 2026-12-01
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_dependencies"
-down_revision = "0008_queues"
+down_revision = "0009_job_logs"
 branch_labels = None
 depends_on = None
 
