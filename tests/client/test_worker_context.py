@@ -120,3 +120,50 @@ def test_the_context_refuses_progress_outside_0_to_1(fraction: Any) -> None:
     with pytest.raises(ValueError, match="1000"):
         context.progress(0.5, "x" * 1001)
     assert not context.has_progress
+
+
+async def _run_until_done(
+    client: AsyncClient, worker: Worker, job_ids: list[str]
+) -> list[dict[str, Any]]:
+    running = asyncio.create_task(worker.run(install_signal_handlers=False))
+    try:
+
+        async def finished() -> bool:
+            jobs = [await client.get_job(job_id) for job_id in job_ids]
+            return all(job["status"] in ("succeeded", "failed") for job in jobs)
+
+        await _until(finished)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 10)
+    return [await client.get_job(job_id) for job_id in job_ids]
+
+
+async def test_a_handler_reads_its_parents_results_through_its_context(app: FastAPI) -> None:
+    async def handle(job: dict[str, Any], context: JobContext) -> Any:
+        if not context.parent_ids:
+            return job["payload"]["n"]
+        parents = await context.parents()
+        assert list(parents) == context.parent_ids == job["depends_on"]
+        return sum(parent["result"] for parent in parents.values())
+
+    def handle_in_thread(job: dict[str, Any], context: JobContext) -> Any:
+        return {"seen": sorted(p["result"] for p in context.parents_from_thread().values())}
+
+    async with AsyncClient("http://127.0.0.1", transport=httpx.ASGITransport(app=app)) as client:
+        await client.login("admin", ADMIN_PASSWORD)
+        two = await client.create_job("two", queue="flow", payload={"n": 2})
+        three = await client.create_job("three", queue="flow", payload={"n": 3})
+        total = await client.create_job("sum", queue="flow", depends_on=[two["id"], three["id"]])
+        assert total["status"] == "waiting"
+        done = await _run_until_done(
+            client,
+            Worker(client, ["flow"], handle, wait=0.5, concurrency=2),
+            [two["id"], three["id"], total["id"]],
+        )
+        assert [job["result"] for job in done] == [2, 3, 5]
+        seen = await client.create_job("seen", queue="threads", depends_on=[two["id"], total["id"]])
+        [job] = await _run_until_done(
+            client, Worker(client, ["threads"], handle_in_thread, wait=0.5), [seen["id"]]
+        )
+        assert job["result"] == {"seen": [2, 5]}

@@ -453,7 +453,7 @@ def test_statuses_the_api_adds_are_kept_in_lifecycle_order(page: Page) -> None:
     )
     assert listed == {
         "list": ["waiting", "pending", "running", "succeeded", "failed", "cancelled", "archived"],
-        "added": ["waiting", "archived"],
+        "added": ["archived"],
     }
 
 

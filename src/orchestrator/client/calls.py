@@ -14,7 +14,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 R = TypeVar("R")
-JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["waiting", "pending", "running", "succeeded", "failed", "cancelled"]
 Role = Literal["admin", "member", "viewer", "worker"]
 
 
@@ -345,8 +345,10 @@ def create_job(
     delay: timedelta | float | None = None,
     unique_key: str | None = None,
     idempotency_key: str | None = None,
+    depends_on: Sequence[str] | None = None,
 ) -> Call[dict[str, Any]]:
-    """Create a job (pending), due at once, at `run_at` (aware) or after `delay`.
+    """Create a job (pending), due at once, at `run_at` (aware) or after `delay`; with
+    `depends_on` (up to 100 job ids) it is `waiting` until every one of them has succeeded.
 
     With `unique_key`, while a job of the queue with that key is pending or running, the
     answer is that job (its `id` also in `Orchestrator-Duplicate-Of`). The same
@@ -362,6 +364,7 @@ def create_job(
         run_at=_instant(run_at),
         delay_seconds=delay.total_seconds() if isinstance(delay, timedelta) else delay,
         unique_key=unique_key,
+        depends_on=list(depends_on) if depends_on is not None else None,
     )
     return Call("POST", "/api/v1/jobs", _body, json=body, headers=_idempotent(idempotency_key))
 

@@ -11,9 +11,13 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.client.calls import JobClaim
+from orchestrator.client.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from orchestrator.client.http import AsyncClient
 
 MAX_PROGRESS_MESSAGE = 1_000
 MAX_LOG_LINE_BYTES = 4096
@@ -66,6 +70,9 @@ class JobContext:
         self.dropped_lines = 0
         self.sending = asyncio.Lock()  # one batch of lines in flight at a time, in order
         self.runner: object | None = None  # the worker running the job
+        # The worker's client and event loop, for `parents()`.
+        self.client: AsyncClient | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def job(self) -> dict[str, Any]:
@@ -75,6 +82,36 @@ class JobContext:
     @property
     def job_id(self) -> str:
         return self._claim.id
+
+    # ------------------------------------------------------------------- parents
+
+    @property
+    def parent_ids(self) -> list[str]:
+        """The jobs this one waited for (its `depends_on`)."""
+        return list(self._claim.job.get("depends_on") or [])
+
+    async def parents(self) -> dict[str, dict[str, Any]]:
+        """Each parent as the API shows it now (its `result` among the rest), by id in
+        `depends_on` order; a parent deleted since is left out. In an async handler."""
+        client = self.client
+        if client is None:
+            raise RuntimeError("parents() needs the worker's client (the Worker gives it)")
+
+        async def read(job_id: str) -> dict[str, Any] | None:
+            try:
+                return await client.get_job(job_id)
+            except NotFoundError:
+                return None
+
+        ids = self.parent_ids
+        jobs = await asyncio.gather(*(read(job_id) for job_id in ids))
+        return {job_id: job for job_id, job in zip(ids, jobs, strict=True) if job is not None}
+
+    def parents_from_thread(self) -> dict[str, dict[str, Any]]:
+        """`parents()` for a plain-function handler, which runs in a thread of the worker."""
+        if self.loop is None:
+            raise RuntimeError("parents_from_thread() needs the worker's event loop")
+        return asyncio.run_coroutine_threadsafe(self.parents(), self.loop).result()
 
     def progress(self, fraction: float | None, message: str | None = None) -> None:
         """Say how far the job is (0 to 1; None keeps the last) and what it is doing."""

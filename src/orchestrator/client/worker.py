@@ -370,6 +370,7 @@ class Worker:
         log.info("job %s claimed (token %d)", claimed.id, claimed.token)
         context = JobContext(claimed)
         context.runner = self
+        context.client, context.loop = self.client, asyncio.get_running_loop()
         args = (claimed.job, context) if self._with_context else (claimed.job,)
         # The handler runs where `current_job()` is its context (for `JobLogHandler`).
         scope = run_in_job(context)

@@ -624,8 +624,8 @@ async def report_jobs(body: ReportRequest, request: Request, user: WorkerRole) -
     },
 )
 async def cancel(job_id: str, request: Request, user: Writer) -> Response:
-    """Cancel a pending job now, or ask the worker of a running one to stop (the job's creator
-    or an admin)."""
+    """Cancel a waiting or pending job now (and the jobs waiting on it), or ask the worker of a
+    running one to stop (the job's creator or an admin)."""
     job = await cancel_job(
         db=services_of(request).db,
         job_id=job_id,

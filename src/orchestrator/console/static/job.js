@@ -100,6 +100,9 @@ export function jobView(main, app, match) {
       ...fact("Finished", when(job.finished_at)),
       ...fact("Updated", when(job.updated_at)),
       ...(job.description ? fact("Description", job.description) : []),
+      ...(job.depends_on && job.depends_on.length
+        ? fact("Depends on", h("ul", { class: "plain" }, ...job.depends_on.map((parent) => h("li", {}, h("a", { href: `#/jobs/${parent}` }, parent)))))
+        : []),
       ...("progress" in job && job.progress !== null ? fact("Progress", `${Math.round(job.progress * 100)}%${job.progress_message ? ` — ${job.progress_message}` : ""}`) : []),
     );
     block(payload, pretty(job.payload), "No payload.");

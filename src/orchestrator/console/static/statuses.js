@@ -1,11 +1,12 @@
-// Job statuses: the five every service has, and any other the API reports (a new status shows
-// up in the queue counts, in a listed job or on the feed, and from then on in every view).
+// Job statuses: the six this service has (`waiting`: for the job's parents), and any other the
+// API reports (a new status shows up in the queue counts, in a listed job or on the feed, and
+// from then on in every view).
 
 import { api } from "./api.js";
 
-export const BASE_STATUSES = ["pending", "running", "succeeded", "failed", "cancelled"];
+export const BASE_STATUSES = ["waiting", "pending", "running", "succeeded", "failed", "cancelled"];
 // Where a status the console knows of sits among the others; any other goes last, by name.
-const ORDER = ["waiting", ...BASE_STATUSES];
+const ORDER = BASE_STATUSES;
 
 function rank(status) {
   const at = ORDER.indexOf(status);
