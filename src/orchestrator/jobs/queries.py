@@ -16,7 +16,7 @@ from orchestrator.jobs.records import JOB_COLUMNS, StoredJob, job_body, stored_j
 from orchestrator.representation import canonical_json
 from orchestrator.timestamps import as_utc, utcnow
 
-# The partial unique index (of migration 0010), named as ON CONFLICT must name it.
+# The partial unique index (of migration 0011), named as ON CONFLICT must name it.
 UNFINISHED = "status IN ('waiting', 'pending', 'running')"
 _UNIQUE_TARGET = f"(queue, unique_key) WHERE unique_key IS NOT NULL AND {UNFINISHED}"
 

@@ -1,7 +1,7 @@
 """Job dependencies: the status `waiting`, each job's parents, and who depends on whom.
 
-Revision ID: 0010_dependencies
-Revises: 0009_job_logs
+Revision ID: 0011_dependencies
+Revises: 0010_login_failures
 Create Date: 2026-12-01
 """
 
@@ -12,8 +12,8 @@ import importlib
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_dependencies"
-down_revision = "0009_job_logs"
+revision = "0011_dependencies"
+down_revision = "0010_login_failures"
 branch_labels = None
 depends_on = None
 
