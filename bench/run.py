@@ -197,6 +197,10 @@ LIST_SIZES = {"tasks10": 10, "tasks1k": 1000, "tasks10k": 10_000}
 TASKS_PATH = "/api/v1/collab/state/tasks"
 
 
+# Issue 18's goals (the first wave's were 20%, 8%, 8% at 1,000 tasks, 4%, 2.5% and 50 ms).
+WS_P99_GOAL_MS = 25
+
+
 # Authenticating with a key must cost no more than with a JWT: compared on the server's CPU time
 # per request (what machine noise disturbs least), with 5% for noise.
 KEY_COST_GOAL = 1.05
@@ -337,7 +341,7 @@ def _scenarios(
     scenarios = []
     if "health" in groups:
         scenarios.append(
-            Scenario("GET /health", "main", wrk.Request(path="/health"), 200, ">= 20%", 0.20)
+            Scenario("GET /health", "main", wrk.Request(path="/health"), 200, ">= 25%", 0.25)
         )
     if groups & {"job", "key"}:
         main = services["main"].url
@@ -351,8 +355,8 @@ def _scenarios(
                 "main",
                 wrk.Request(path=job_path, headers=auth("main")),
                 200,
-                ">= 8%",
-                0.08,
+                ">= 12%",
+                0.12,
             )
         )
     if "key" in groups:
@@ -374,16 +378,19 @@ def _scenarios(
         )
     if "list304" in groups:
         scenarios += [
-            Scenario("304 task list, 10 tasks", "tasks10", conditional("tasks10"), 304, "(base)"),
             Scenario(
-                "304 task list, 1,000 tasks", "tasks1k", conditional("tasks1k"), 304, ">= 8%", 0.08
+                "304 task list, 10 tasks", "tasks10", conditional("tasks10"), 304, ">= 15%", 0.15
+            ),
+            Scenario(
+                "304 task list, 1,000 tasks", "tasks1k", conditional("tasks1k"), 304, ">= 15%", 0.15
             ),
             Scenario(
                 "304 task list, 10,000 tasks",
                 "tasks10k",
                 conditional("tasks10k"),
                 304,
-                "cost <= 1.2x of 10",
+                ">= 15%",
+                0.15,
             ),
         ]
     if "list200" in groups:
@@ -393,8 +400,8 @@ def _scenarios(
                 "tasks1k",
                 wrk.Request(path=TASKS_PATH, headers=auth("tasks1k")),
                 200,
-                ">= 4%",
-                0.04,
+                ">= 10%",
+                0.10,
             )
         )
     if "post" in groups:
@@ -409,8 +416,8 @@ def _scenarios(
                     body=b'{"title": "bench task", "description": "created by wrk"}',
                 ),
                 201,
-                ">= 2.5%",
-                0.025,
+                ">= 6%",
+                0.06,
             )
         )
     return scenarios
@@ -484,7 +491,6 @@ def _print_table(
         "| server CPU µs/req |"
     )
     print("|---|---:|---:|---:|---:|---|---|---:|")
-    small = by_name.get("304 task list, 10 tasks")
     for row in rows:
         p50 = statistics.median(r.p50_ms for r in row.results)
         p99 = statistics.median(r.p99_ms for r in row.results)
@@ -497,10 +503,6 @@ def _print_table(
             cost = statistics.median(row.cpu_us) / statistics.median(jwt_row.cpu_us)
             goal = f"{row.goal_text} (is {cost:.2f}x; req/s {row.rps / jwt_row.rps:.2f}x)"
             met = "yes" if cost <= KEY_COST_GOAL else "NO"
-        elif row.name.startswith("304 task list, 10,000") and small is not None:
-            cost = small.rps / row.rps
-            goal = f"{row.goal_text} (is {cost:.2f}x)"
-            met = "yes" if cost <= 1.2 else "NO"
         errors = sum(r.errors for r in row.results)
         if errors:
             met += f" ({errors} errors)"
@@ -512,18 +514,18 @@ def _print_table(
         expected = sum(f.subscribers * f.changes for f in fanouts)
         received = sum(f.received for f in fanouts)
         p99 = statistics.median(f.p99_ms for f in fanouts)
-        met = "yes" if p99 < 50 and received == expected else "NO"
+        met = "yes" if p99 <= WS_P99_GOAL_MS and received == expected else "NO"
         if received != expected:
             met += f" ({expected - received} of {expected} frames missing)"
         print(
             f"| WebSocket fan-out, {args.subscribers:,} subscribers x {args.changes} changes | "
             f"- | {statistics.median(f.p50_ms for f in fanouts):.2f} | {p99:.2f} | - | "
-            f"p99 < 50 ms | {met} | - |"
+            f"p99 <= {WS_P99_GOAL_MS} ms | {met} | - |"
         )
     if args.ws_missing:
         print(
             f"| WebSocket fan-out, {args.subscribers:,} subscribers | - | - | - | - | "
-            f"p99 < 50 ms | not measured: this build has no {WS_MODULE} | - |"
+            f"p99 <= {WS_P99_GOAL_MS} ms | not measured: this build has no {WS_MODULE} | - |"
         )
     if memory is not None:
         rss, peak = memory

@@ -70,6 +70,17 @@ ChangeEntry = tuple[Op, str, bytes | None]  # op, resource id, canonical JSON (N
 _ROWS_PER_INSERT = 500
 
 
+_TAKE_REVISIONS = {
+    collection: f"UPDATE revision_counter SET revision = revision + :count, {collection} = "
+    "revision + :count WHERE id = 1 RETURNING revision"
+    for collection in COLLECTIONS
+}
+_APPEND_ONE = (
+    "INSERT INTO changes (revision, collection, op, resource_id, data, created_at) "
+    "VALUES (:r, :collection, :o, :i, :d, :created_at)"
+)
+
+
 async def record_change(
     tx: Transaction,
     *,
@@ -102,16 +113,25 @@ async def record_changes(
         return int(row["revision"])
     if tx.dialect == "postgresql":
         return await _record_in_one_statement(tx, collection=collection, entries=entries)
-    row = await tx.fetch_one(
-        f"UPDATE revision_counter SET revision = revision + :count, {collection} = revision + "
-        ":count WHERE id = 1 RETURNING revision",
-        {"count": count},
-    )
+    row = await tx.fetch_one(_TAKE_REVISIONS[collection], {"count": count})
     assert row is not None
     last = int(row["revision"])
     first = last - count + 1
     created_at = datetime.now(UTC)
-    for start in range(0, count, _ROWS_PER_INSERT):
+    if count == 1:  # the usual write: its statement made once
+        op, resource_id, data = entries[0]
+        await tx.execute(
+            _APPEND_ONE,
+            {
+                "r": last,
+                "collection": collection,
+                "o": op,
+                "i": resource_id,
+                "d": data.decode() if data is not None else None,
+                "created_at": created_at,
+            },
+        )
+    for start in range(0, count if count > 1 else 0, _ROWS_PER_INSERT):
         size = min(_ROWS_PER_INSERT, count - start)
         values = ", ".join(
             f"(:r{j}, :collection, :o{j}, :i{j}, :d{j}, :created_at)" for j in range(size)

@@ -21,7 +21,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, NoReturn, Protocol, TypeVar
 
 import asyncpg
 import structlog
@@ -141,8 +141,9 @@ def _sqlite_connect(
 def _adapt(params: Params) -> Mapping[str, Any]:
     if not params:
         return {}
-    if any(isinstance(v, datetime) for v in params.values()):
-        return {k: _to_iso(v) if isinstance(v, datetime) else v for k, v in params.items()}
+    for value in params.values():
+        if isinstance(value, datetime):
+            return {k: _to_iso(v) if isinstance(v, datetime) else v for k, v in params.items()}
     return params
 
 
@@ -155,17 +156,25 @@ class _SqliteTransaction:
         self._conn = conn
         self.notes: list[tuple[str, str]] = []
 
+    # `try` rather than `with _sqlite_errors()`: these run several times in every write, and
+    # a generator-based context manager costs more than the statement's own Python work.
     async def fetch_one(self, sql: str, params: Params = None) -> Row | None:
-        with _sqlite_errors():
+        try:
             return self._conn.execute(sql, _adapt(params)).fetchone()  # type: ignore[no-any-return]
+        except sqlite3.Error as exc:
+            _raise_as_port_error(exc)
 
     async def fetch_all(self, sql: str, params: Params = None) -> list[Row]:
-        with _sqlite_errors():
+        try:
             return self._conn.execute(sql, _adapt(params)).fetchall()
+        except sqlite3.Error as exc:
+            _raise_as_port_error(exc)
 
     async def execute(self, sql: str, params: Params = None) -> int:
-        with _sqlite_errors():
+        try:
             return self._conn.execute(sql, _adapt(params)).rowcount
+        except sqlite3.Error as exc:
+            _raise_as_port_error(exc)
 
     async def notify(self, channel: str, payload: str) -> None:
         # SQLite has no notifications: other processes find commits by polling.
@@ -173,6 +182,15 @@ class _SqliteTransaction:
 
     def notified(self, channel: str, payload: str) -> None:
         self.notes.append((channel, payload))
+
+
+def _raise_as_port_error(exc: sqlite3.Error) -> NoReturn:
+    """Raise `exc` as `_sqlite_errors` would: as the port's error, or as it is."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        raise ConstraintViolation(str(exc)) from exc
+    if isinstance(exc, sqlite3.OperationalError) and _unavailable(exc):
+        raise DatabaseUnavailable(str(exc)) from exc
+    raise exc
 
 
 @contextlib.contextmanager
