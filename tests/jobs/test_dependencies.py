@@ -372,3 +372,37 @@ async def test_unique_keys_idempotent_creates_and_retries_know_waiting_jobs(
     )
     assert cancel.json()["changed"] == 1
     assert (await read(client, alice, waiting["id"]))["status"] == "cancelled"
+
+
+async def test_a_parent_whose_lease_expires_for_good_cancels_its_children(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    alice = await account(services, "alice")
+    worker = await account(services, "robot", role="worker")
+    parent = (await create(client, alice, title="parent", max_attempts=1))["id"]
+    child = (await create(client, alice, title="child", depends_on=[parent]))["id"]
+    claim = await client.post(f"{JOBS}/claim", json={"lease_seconds": 1}, headers=worker)
+    assert claim.json()["job"]["id"] == parent
+    # The worker goes silent: the sweeper fails the parent, and cancels the child with it.
+    deadline = asyncio.get_running_loop().time() + 15
+    while (await read(client, alice, child))["status"] == "waiting":
+        assert asyncio.get_running_loop().time() < deadline, "the child still waits"
+        await asyncio.sleep(0.05)
+    assert (await read(client, alice, parent))["status"] == "failed"
+    body = await read(client, alice, child)
+    assert (body["status"], body["error"]) == ("cancelled", f"parent job {parent} failed")
+
+
+async def test_the_openapi_document_knows_waiting_and_depends_on(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    create = schema["components"]["schemas"]["JobCreate"]["properties"]["depends_on"]
+    assert create["maxItems"] == 100
+    assert create["items"]["pattern"]
+    parameters = schema["paths"][JOBS]["get"]["parameters"]
+    [status] = [p for p in parameters if p["name"] == "status"]
+    assert status["schema"]["enum"][0] == "waiting"
+    schemas = schema["components"]["schemas"]
+    assert "waiting" in schemas["BulkFilter"]["properties"]["status"]["anyOf"][0]["enum"]
+    assert "waiting" in str(schemas["QueueAnswer"]["properties"]["counts"])
