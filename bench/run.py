@@ -34,7 +34,7 @@ import httpx
 
 from bench import servers, wrk
 from bench.seed import seed_tasks
-from bench.ws_fanout import FanoutResult, measure
+from bench.ws_fanout import FanoutResult, measure_fanout
 
 
 @dataclass
@@ -452,14 +452,12 @@ def _run(
         if "ws" in groups:
             ws = services["ws"]
             fanouts.append(
-                asyncio.run(
-                    measure(
-                        writer_url=ws.url,
-                        reader_port=ws.port,
-                        token=tokens["ws"],
-                        subscribers=args.subscribers,
-                        changes=args.changes,
-                    )
+                measure_fanout(
+                    writer_url=ws.url,
+                    reader_port=ws.port,
+                    token=tokens["ws"],
+                    subscribers=args.subscribers,
+                    changes=args.changes,
                 )
             )
     memory = services["ws"].memory_kib() if "ws" in groups else None
