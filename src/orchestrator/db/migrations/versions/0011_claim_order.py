@@ -11,7 +11,7 @@ Any later rebuild of the jobs table on SQLite loses the DESC the same way, and m
 index again as here (tests/jobs/test_claim_plan.py fails if not).
 
 Revision ID: 0011_claim_order
-Revises: 0008_queues
+Revises: 0010_login_failures
 Create Date: 2026-12-01
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0011_claim_order"
-down_revision = "0008_queues"
+down_revision = "0010_login_failures"
 branch_labels = None
 depends_on = None
 
