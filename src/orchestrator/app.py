@@ -113,7 +113,9 @@ def build_services(settings: Settings, *, metrics: Metrics, rate_limits: RateLim
         db=db,
         tokens=tokens,
         passwords=Passwords(
-            workers=settings.password_hash_workers, queue=settings.password_hash_queue
+            workers=settings.password_hash_workers,
+            queue=settings.password_hash_queue,
+            on_busy=metrics.password_hashing_refused.inc,
         ),
         users=users,
         sessions=sessions,

@@ -202,7 +202,9 @@ async def gated(services: Services) -> AsyncIterator[GatedHasher]:
     """A pool of one thread and one waiting place, whose hashes wait for the gate."""
     hasher = GatedHasher()
     hasher.gate.set()
-    passwords = Passwords(hasher, workers=1, queue=1)
+    passwords = Passwords(
+        hasher, workers=1, queue=1, on_busy=services.metrics.password_hashing_refused.inc
+    )
     await passwords.warm_up()
     hasher.gate.clear()
     hasher.started = 0
@@ -245,6 +247,8 @@ async def test_a_full_hashing_pool_refuses_at_once_with_retry_after(
     # a third sign-in finds no place: refused without waiting for the others
     assert_busy(await clients[2].post("/auth/login", json={"username": "x", "password": WRONG}))
     assert gated.started == 1
+    registry = services.metrics.registry
+    assert registry.get_sample_value("orch_password_hashing_refused_total") == 1
     gated.gate.set()
     assert (await running).status_code == 200
     assert (await waiting).status_code == 200

@@ -113,9 +113,12 @@ class HashingPool:
     at once. The queue goes by penalty (then arrival): a newcomer with a lower penalty than the
     worst waiting pushes that one out, so a flood from a few clients cannot keep others out."""
 
-    def __init__(self, *, workers: int, queue: int) -> None:
+    def __init__(
+        self, *, workers: int, queue: int, on_busy: Callable[[], None] | None = None
+    ) -> None:
         self.workers = workers
         self.queue = queue
+        self._on_busy = on_busy
         self.executor = ThreadPoolExecutor(
             workers, thread_name_prefix="argon2", initializer=_yield_to_the_loop
         )
@@ -132,11 +135,17 @@ class HashingPool:
         if len(self._waiting) >= self.queue:
             worst = max(self._waiting, key=lambda p: (p.penalty, p.seq), default=None)
             if worst is None or worst.penalty <= penalty:
+                self._refused()
                 raise HashingBusy()
             self._waiting.remove(worst)
             worst._evict()
+            self._refused()
         self._waiting.append(place)
         return place
+
+    def _refused(self) -> None:
+        if self._on_busy is not None:
+            self._on_busy()
 
     @property
     def busy(self) -> int:
@@ -167,10 +176,11 @@ class Passwords:
         *,
         workers: int | None = None,
         queue: int = 4,
+        on_busy: Callable[[], None] | None = None,
     ) -> None:
         self._hasher = hasher or PasswordHasher()
         self._dummy_hash: str | None = None
-        self.pool = HashingPool(workers=workers or default_workers(), queue=queue)
+        self.pool = HashingPool(workers=workers or default_workers(), queue=queue, on_busy=on_busy)
 
     def hash_sync(self, password: str) -> str:
         return self._hasher.hash(password)

@@ -57,6 +57,11 @@ class Metrics:
             "Logins refused for wrong credentials.",
             registry=self.registry,
         )
+        self.password_hashing_refused = Counter(
+            "orch_password_hashing_refused_total",
+            "Logins and password changes refused (503) because the hashing pool was full.",
+            registry=self.registry,
+        )
         self.rate_limit_fallbacks = Counter(
             "orch_rate_limit_storage_fallbacks_total",
             "Rate-limit checks counted in local memory because Redis failed.",
