@@ -3,7 +3,7 @@ of a queue in the claim's order (priority DESC, run_after, id), so no claim sort
 
 SQLite only: PostgreSQL's planner decides from its statistics (its index was always in order).
 A rebuild of the jobs table on SQLite (`batch_alter_table`) drops the DESC of the index; a
-migration that rebuilds it must make the index again (see migration 0011), or this fails.
+migration that rebuilds it must make the index again (see migration 0012), or this fails.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ faithfully. Checked once, before any route, which is handed the parsed document
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -81,6 +82,11 @@ def _no_nul_nor_depth(value: Any) -> tuple[int, int]:
     return members, colons
 
 
+# A run of 19 digits may be an integer beyond 64 bits, which orjson turns into a float where
+# `json.loads` keeps it exact (and the routes then refuse it): such bodies take the strict pass.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 # Where the parsed document of a checked JSON body waits for the route (`parsed_body`).
 PARSED_BODY = "orchestrator.parsed_body"
 NO_BODY: Any = object()
@@ -107,8 +113,13 @@ def check_json(body: bytes) -> Any:
     # text has one colon outside strings; without `\\u` escapes, a string's colons in the
     # text are those of its value. So when the text's colons, less those in strings, are
     # as many as the members orjson kept, no key was repeated, and orjson's document is
-    # `json.loads`'s. Otherwise a second, strict pass decides, and its document is handed on.
-    if b"\\u" not in body and body.count(b":") - colons == members:
+    # `json.loads`'s (unless a number did not fit orjson's integers, see `_LONG_DIGITS`).
+    # Otherwise a second, strict pass decides, and its document is handed on.
+    if (
+        b"\\u" not in body
+        and body.count(b":") - colons == members
+        and _LONG_DIGITS.search(body) is None
+    ):
         return parsed
     try:
         return json.loads(body, object_pairs_hook=_unique_keys)

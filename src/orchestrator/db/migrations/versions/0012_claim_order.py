@@ -7,11 +7,12 @@ order (priority DESC, run_after, id). Each claim then read and sorted every due 
 its queue, about 0.75 ms per claim with 2,000 jobs waiting, and growing with the backlog.
 PostgreSQL kept the index as it was made; only SQLite's is made again.
 
-Any later rebuild of the jobs table on SQLite loses the DESC the same way, and must make the
-index again as here (tests/jobs/test_claim_plan.py fails if not).
+Migration 0011 (dependencies) rebuilds the table on SQLite again, so this one follows it. Any
+later rebuild of the jobs table on SQLite loses the DESC the same way, and must make the
+index again as here (tests/workers/test_claim_plan.py fails if not).
 
-Revision ID: 0011_claim_order
-Revises: 0010_login_failures
+Revision ID: 0012_claim_order
+Revises: 0011_dependencies
 Create Date: 2026-12-01
 """
 
@@ -19,8 +20,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0011_claim_order"
-down_revision = "0010_login_failures"
+revision = "0012_claim_order"
+down_revision = "0011_dependencies"
 branch_labels = None
 depends_on = None
 
