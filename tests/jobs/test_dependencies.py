@@ -287,6 +287,45 @@ async def test_parents_that_already_succeeded_make_a_pending_job(
     assert (child["status"], child["depends_on"]) == ("pending", [parent])
 
 
+async def test_children_are_created_while_their_parents_complete_in_one_report(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """A create locks a child's parents; a worker's report completing them all locks them in
+    its own order. Neither may wait for the other while holding some (PostgreSQL would find a
+    deadlock and abort one): every create and every report succeeds, and every child ends
+    pending, its parents having all succeeded."""
+    alice = await account(services, "alice")
+    worker = await account(services, "robot", role="worker")
+    for round_ in range(6):
+        parents = [(await create(client, alice, title=f"part {n}"))["id"] for n in range(100)]
+        claims = await claim_some(client, worker, 100)
+        assert len(claims) == 100
+        # The report names the parents in the reverse of the order a create locks them in.
+        claims.sort(key=lambda claim: claim["job"]["id"], reverse=True)
+        report = client.post(
+            f"{JOBS}/report",
+            json={"complete": [lease_of(claim) for claim in claims]},
+            headers=worker,
+        )
+        creates = [
+            client.post(
+                JOBS,
+                json={"title": f"join {round_}.{n}", "depends_on": sorted(parents)[::step]},
+                headers=alice,
+            )
+            for n, step in enumerate((1, 1, 2, 3))
+        ]
+        answers = await asyncio.gather(report, *creates)
+        assert [answer.status_code for answer in answers] == [200, 201, 201, 201, 201], [
+            answer.text for answer in answers if answer.status_code >= 300
+        ]
+        assert {outcome["code"] for outcome in answers[0].json()["complete"]} == {200}
+        for answer in answers[1:]:
+            child = await read(client, alice, answer.json()["id"])
+            assert child["status"] == "pending", child
+        assert len(await claim_some(client, worker, 100)) == 4
+
+
 async def test_bad_dependencies_get_422_and_create_nothing(
     client: httpx.AsyncClient, services: Services
 ) -> None:

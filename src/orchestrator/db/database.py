@@ -73,6 +73,10 @@ class Transaction(Protocol):
         """`notify` for a statement that sent its NOTIFY itself (PostgreSQL's `pg_notify` in
         its SQL, saving a round trip): this process's listeners get it at commit."""
 
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A block whose statements are undone, and their row locks released, when it raises
+        (the exception goes on); the transaction itself goes on either way."""
+
 
 class Database(Protocol):
     """What the domain packages need from a backend."""
@@ -182,6 +186,17 @@ class _SqliteTransaction:
 
     def notified(self, channel: str, payload: str) -> None:
         self.notes.append((channel, payload))
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        await self.execute("SAVEPOINT block")
+        try:
+            yield
+        except BaseException:
+            await self.execute("ROLLBACK TO block")
+            await self.execute("RELEASE block")
+            raise
+        await self.execute("RELEASE block")
 
 
 def _raise_as_port_error(exc: sqlite3.Error) -> NoReturn:
@@ -510,6 +525,11 @@ class _PgTransaction:
 
     def notified(self, channel: str, payload: str) -> None:
         self.notes.append((channel, payload))
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        async with self._conn.transaction():  # nested: a SAVEPOINT
+            yield
 
 
 def _terminate(conn: Any) -> None:
