@@ -184,22 +184,30 @@ async def test_login_304_and_live_changes_through_the_proxy(
 async def test_rate_limits_count_the_client_behind_the_proxy(proxy: ProxyProcess) -> None:
     base = 10 if proxy.name == "nginx" else 20
     guesser, bystander = f"127.0.0.{base + 1}", f"127.0.0.{base + 2}"
-    wrong = {"username": "admin", "password": "not-the-password"}
+
+    def wrong(who: str, n: int) -> dict[str, str]:
+        # A new account name each time: what counts here is the client's address, not the
+        # failures of one account (which have their own throttle, and would lock out the
+        # admin that the other tests of this proxy sign in as).
+        return {"username": f"{who}-{proxy.name}-{n}", "password": "not-the-password"}
+
     async with client(proxy.url, guesser) as http:
         # Made-up addresses in X-Forwarded-For do not give the guesser fresh budgets. Each
         # process counts for itself (no Redis here): at most twice the limit pass.
         statuses = []
         for n in range(2 * LOGIN_IP_LIMIT + 1):
             response = await http.post(
-                "/auth/login", json=wrong, headers={"X-Forwarded-For": f"198.51.100.{n}"}
+                "/auth/login",
+                json=wrong("guesser", n),
+                headers={"X-Forwarded-For": f"198.51.100.{n}"},
             )
             statuses.append(response.status_code)
         assert set(statuses) == {401, 429}, statuses
         assert statuses.index(429) >= LOGIN_IP_LIMIT
     # Another client behind the same proxy has its own budget on every process.
     async with client(proxy.url, bystander) as http:
-        for _ in range(LOGIN_IP_LIMIT):
-            response = await http.post("/auth/login", json=wrong)
+        for n in range(LOGIN_IP_LIMIT):
+            response = await http.post("/auth/login", json=wrong("bystander", n))
             assert response.status_code == 401, response.text
 
 
