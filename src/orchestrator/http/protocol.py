@@ -4,7 +4,8 @@ httptools (llhttp) accepts a request head of any size and uvicorn arms no timer 
 first response is complete, so a client could hold memory and a connection for free: four
 unfinished 64 MiB headers cost 277 MiB, and a half-sent request stayed open forever. This
 subclass counts the head's bytes as they arrive, starts the keep-alive timer on connect, and
-gives a head or a body that does not arrive whole in one read a deadline.
+gives a head or a body that does not arrive whole in one read a deadline. It also sends a
+response's head with its body (`_OneWriteResponse`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from typing import Any, ClassVar
 import httptools
 import structlog
 from uvicorn._types import ASGISendEvent
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
@@ -129,7 +134,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             if size > self.max_head_bytes:
                 raise _HeadTooLarge()
         self._in_body = not (self.parser.should_upgrade() and self._should_upgrade())
+        existing = self.cycle
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle is not existing:  # a request, not an upgrade
+            # Its task is created but has not run: it writes through this from the start.
+            cycle.transport = _OneWriteResponse(self.transport, cycle)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._in_body = False
@@ -210,6 +220,57 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return self.parser.get_method().decode("ascii")
         except (httptools.HttpParserError, UnicodeDecodeError, AttributeError):
             return ""
+
+
+class _OneWriteResponse:
+    """A request's view of its connection's transport, which sends a response's head with
+    the first part of its body: one write (one system call, one TCP segment) instead of two.
+
+    uvicorn writes the head as soon as the application starts the response, and the body when
+    it comes, which for our responses is at once: the second write cost about 5% of the CPU
+    of a task creation, in the server's system call and the kernel's loopback delivery. Only a
+    head that announces a `Content-Length` (a body follows, and is all there is) is held; a
+    streamed (chunked) response's head, as a HEAD response's, goes out at once, so that an
+    event stream's client sees it before the first event. A held head goes out before
+    anything else written or a close (an application failing after it started the response).
+    """
+
+    __slots__ = ("_cycle", "_head", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._started = False  # the response's head was written or is held
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.writelines((head, data))
+            return
+        cycle = self._cycle
+        if not self._started and cycle.response_started:
+            # uvicorn's first write once the response started is its head (before it, only
+            # a `100 Continue` is written, from `receive`).
+            self._started = True
+            if cycle.chunked_encoding is False and cycle.scope["method"] != "HEAD":
+                self._head = data
+                return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head)
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 # The scope extension through which `QuietWebSocketProtocol` offers the application its
