@@ -81,7 +81,9 @@ async def test_own_and_another_process_writes_interleaved_arrive_once_in_order(
 
     async with ws_connect(stack.server, token) as ws:
         await connected(ws)
-        assert (await subscribe(ws, ["tasks"]))["type"] == "subscribed"
+        # From `start`: without it the subscription starts where the server's feed is, which
+        # may be behind the other process's last writes of the test before.
+        assert (await subscribe(ws, ["tasks"], since=start))["type"] == "subscribed"
         async with httpx.AsyncClient(timeout=30) as client:
             await asyncio.gather(write_own(client, 0), write_own(client, 1), write_other())
         last = await latest_revision(stack.db)
