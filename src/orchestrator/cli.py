@@ -10,6 +10,7 @@ import getpass
 import importlib
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -316,7 +317,19 @@ def _handler(spec: str) -> Callable[..., object]:
     return handler  # type: ignore[no-any-return]
 
 
+def _stopped_before_start(signum: int, frame: object) -> NoReturn:
+    """SIGTERM or SIGINT before the worker claims anything: nothing to settle, a clean exit."""
+    raise SystemExit(0)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
+    # A stop asked for while the worker still loads, reads its password or logs in ends it
+    # at once with status 0, as one asked for while it works ends it gracefully.
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, _stopped_before_start)
     from orchestrator.client import AsyncClient, Worker, WorkerStopped
 
     # The worker is a client of a server: it reads the client's variables, not the server's.
@@ -348,12 +361,27 @@ def cmd_worker(args: argparse.Namespace) -> None:
                 output.setLevel(root.getEffectiveLevel())
             root.setLevel(job_log_level)
 
-    async def run() -> Worker:
+    async def run() -> Worker | None:
         async with AsyncClient(url, api_key=api_key) as client:
-            if password is None:
-                await _worker_login(client, url, None, None)
-            else:
+            running = asyncio.current_task()
+            assert running is not None
+            stop_asked = False
+
+            def stop() -> None:
+                nonlocal stop_asked
+                stop_asked = True
+                running.cancel()
+
+            loop = asyncio.get_running_loop()
+            for sig in _STOP_SIGNALS:
+                loop.add_signal_handler(sig, stop)
+            try:
                 await _worker_login(client, url, username, password)
+            except asyncio.CancelledError:
+                if not stop_asked:
+                    raise
+                return None
+            # From here `Worker.run` handles the signals (no await comes in between).
             worker = Worker(
                 client,
                 args.queue or ["default"],
@@ -372,6 +400,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
             return worker
 
     worker = asyncio.run(run())
+    if worker is None:
+        return
     # The collections of interpreter shutdown walk every object of the ~900 modules loaded
     # (0.3-1 s on a busy machine); an idle worker told to stop should be gone at once.
     # Frozen objects are left out of them; atexit handlers still run.

@@ -41,7 +41,9 @@ async def test_a_fresh_process_answers_a_burst_without_503(tmp_path: Path) -> No
                 f"@{target.hostname}:{target.port}/", f"@127.0.0.1:{network.port}/"
             )
             server = ServerProcess(
-                env=server_env(tmp_path / "data", proxied), log_path=tmp_path / "server.log"
+                # The production database timeout, shorter than a new connection takes below.
+                env=server_env(tmp_path / "data", proxied, ORCH_DB_TIMEOUT_SECONDS="1.5"),
+                log_path=tmp_path / "server.log",
             )
             await asyncio.to_thread(server.start, 120)
             try:

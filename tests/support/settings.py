@@ -7,6 +7,11 @@ from pathlib import Path
 from orchestrator.config import Settings
 from tests.support.users import ADMIN_PASSWORD
 
+# The suite runs four workers beside PostgreSQL on two cores: a statement can wait longer than
+# production's 1.5 s for its turn without anything being wrong. Tests of outages (503 within
+# 2 s) set the production timeout themselves.
+SUITE_DB_TIMEOUT_SECONDS = 10.0
+
 
 def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
@@ -18,6 +23,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "change_poll_seconds": 0.2,
         # Suites log in and fuzz freely; rate-limit tests opt back in.
         "rate_limit_enabled": False,
+        "db_timeout_seconds": SUITE_DB_TIMEOUT_SECONDS,
     }
     values.update(overrides)
     return Settings.model_validate(values)

@@ -42,7 +42,10 @@ def cluster() -> Iterator[pgcluster.PgCluster]:
 def server(
     cluster: pgcluster.PgCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    proc = start_server(tmp_path_factory.mktemp("outage"), cluster.url)
+    # The production database timeout: the 503s are promised within 2 s.
+    proc = start_server(
+        tmp_path_factory.mktemp("outage"), cluster.url, ORCH_DB_TIMEOUT_SECONDS="1.5"
+    )
     try:
         yield proc
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -117,6 +118,23 @@ def test_no_server_at_the_url_stops_the_worker_with_one_line(
     assert _last_line(worker) == (
         f"orchestrator: no server at {url}: no server answers (connection refused)"
     )
+
+
+def test_sigterm_while_the_worker_logs_in_ends_it_at_once_with_status_zero(
+    tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """A stop during start-up (a server slow to answer the login) is a clean exit, not death
+    by the signal."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(60)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        worker = _worker(tmp_path, url).start()
+        workers.append(worker)
+        connection, _ = listener.accept()  # the login is on its way and will get no answer
+        with connection:
+            worker.terminate()
+            assert _exit_status(worker, within=10) == 0, worker.logs()[-2000:]
+    assert "Traceback" not in worker.logs()
 
 
 def test_without_url_the_worker_goes_where_serve_listens_and_orch_url_overrides_that(
