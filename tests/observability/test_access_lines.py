@@ -66,7 +66,8 @@ import asyncio, logging
 from pathlib import Path
 from orchestrator.observability import logging as logs
 from tests.support.settings import make_settings
-logs.configure_logging(make_settings("sqlite://", Path({str(tmp_path / "data")!r}), environment="production"))
+settings = make_settings("sqlite://", Path({str(tmp_path / "data")!r}), environment="production")
+logs.configure_logging(settings)
 
 async def main():
     logs.access_line(logging.INFO, "request", method="GET", route="/last", status=200)
