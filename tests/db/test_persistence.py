@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.auth.users import create_user, get_user, list_users
 from orchestrator.db import open_database
-from orchestrator.db.database import CHECKPOINT_EVERY_COMMITS, SqliteDatabase
+from orchestrator.db.database import CHECKPOINT_EVERY_WRITES, SqliteDatabase
 from orchestrator.services import Services
 from tests.support.users import ADMIN_PASSWORD
 
@@ -172,7 +172,7 @@ async def test_the_write_ahead_log_is_checkpointed_as_writes_go_on(tmp_path: Pat
             await tx.execute("CREATE TABLE t (x TEXT)")
         sizes = []
         for _ in range(3):
-            for _ in range(CHECKPOINT_EVERY_COMMITS - 1):
+            for _ in range(CHECKPOINT_EVERY_WRITES - 1):
                 async with db.transaction() as tx:
                     await tx.execute("INSERT INTO t VALUES (:x)", {"x": "x" * 2000})
                 await asyncio.sleep(0)  # as a server does between requests
@@ -185,6 +185,6 @@ async def test_the_write_ahead_log_is_checkpointed_as_writes_go_on(tmp_path: Pat
         # Without checkpoints the log would hold every commit: three times the first size.
         assert sizes[2] < 1.5 * sizes[0]
         count: Any = await db.fetch_one("SELECT count(*) FROM t")
-        assert count[0] == 3 * CHECKPOINT_EVERY_COMMITS
+        assert count[0] == 3 * CHECKPOINT_EVERY_WRITES
     finally:
         await db.close()

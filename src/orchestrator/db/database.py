@@ -300,8 +300,28 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
-# With the writer's automatic checkpoints off, a checkpoint runs on a reader thread this often.
-CHECKPOINT_EVERY_COMMITS = 500
+# With the writer's automatic checkpoints off, a checkpoint runs on a reader thread after this
+# many committed writes.
+CHECKPOINT_EVERY_WRITES = 500
+# Most writes one group commit holds (see `SqliteDatabase.transaction`).
+GROUP_COMMIT_MAX = 64
+
+
+class _Group:
+    """Writes done in the writer's open transaction, committed together."""
+
+    __slots__ = ("committed", "members")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.members = 0
+        self.committed: asyncio.Future[None] = loop.create_future()
+        # Its failure is each waiting writer's to raise; none may be left waiting for it.
+        self.committed.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class SqliteDatabase:
@@ -324,11 +344,14 @@ class SqliteDatabase:
         self._busy_timeout_ms = busy_timeout_ms
         self._readers = _SqliteThreads(readers, "sqlite-reader", self._connect)
         self._writer_conn: sqlite3.Connection | None = None
-        self._commits_since_checkpoint = 0
+        self._writes_since_checkpoint = 0
         self._checkpointing: asyncio.Task[None] | None = None
         self._inline = threading.local()  # each calling thread's own connection for fetch_one
         self._inline_conns: list[sqlite3.Connection] = []
         self._write_lock = asyncio.Lock()
+        self._queued = 0  # writers waiting for the write lock
+        self._group: _Group | None = None  # blocks done in the open transaction, uncommitted
+        self._committer: asyncio.Task[None] | None = None
         self._log_path = f"{path}-wal"
         self._channels = LocalChannels()
         self._closed = False
@@ -373,21 +396,106 @@ class SqliteDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        # One in-process writer at a time; BEGIN IMMEDIATE orders us against other processes.
-        async with self._write_lock:
-            conn = await self._begin()
+        """One writer's block at a time; `BEGIN IMMEDIATE` orders us against other processes.
+
+        Group commit: a block that ends while other writers wait for the lock leaves its work
+        in the open transaction, and the writers after it run theirs in the same transaction,
+        each in a savepoint of its own (a block that fails undoes only its own statements). The
+        first of them to end with nobody waiting (or the group's size reached) commits them all;
+        each block returns once that commit is done, so nothing is acknowledged before it. One
+        commit then writes the log's pages once for many writes instead of once per write. A
+        writer alone commits at once, as it always did.
+        """
+        self._queued += 1
+        try:
+            await self._write_lock.acquire()
+        finally:
+            self._queued -= 1
+        try:
+            group = self._group
+            if group is None:
+                conn = await self._begin()
+            else:
+                conn = self._writer_connection()
+                with _sqlite_errors():
+                    conn.execute("SAVEPOINT member")
             tx = _SqliteTransaction(conn)
             try:
                 yield tx
                 self.faults.reach("before_commit")
-                with _sqlite_errors():
-                    conn.execute("COMMIT")
+                if group is not None:
+                    with _sqlite_errors():
+                        conn.execute("RELEASE member")
             except BaseException:
-                self._roll_back(conn)
+                self._undo(conn, joined=group is not None)
+                self._settle()
                 raise
-            self.faults.reach("after_commit_before_publish")
-            self._after_write()
+            if group is None:
+                group = self._group = _Group(asyncio.get_running_loop())
+            group.members += 1
+            self._settle()
+        finally:
+            self._write_lock.release()
+        # Shielded: a writer cancelled here must not cancel the commit the others wait for.
+        await asyncio.shield(group.committed)
+        self.faults.reach("after_commit_before_publish")
         self._channels.deliver(tx.notes)
+
+    def _settle(self) -> None:
+        """With the write lock held, after a block: commit the open group now, or leave it to
+        the writers waiting (and to a committer queued behind them, should they all give up)."""
+        group = self._group
+        if group is None:
+            return
+        if self._queued and group.members < GROUP_COMMIT_MAX:
+            if self._committer is None or self._committer.done():
+                self._committer = asyncio.create_task(
+                    self._commit_when_idle(), name="sqlite-group-commit"
+                )
+            return
+        self._commit_group()
+
+    def _commit_group(self) -> None:
+        group = self._group
+        assert group is not None
+        assert self._writer_conn is not None
+        self._group = None
+        conn = self._writer_conn
+        try:
+            with _sqlite_errors():
+                conn.execute("COMMIT")
+        except Exception as exc:
+            self._roll_back(conn)
+            group.committed.set_exception(exc)
+            return
+        group.committed.set_result(None)
+        self._after_write(group.members)
+
+    async def _commit_when_idle(self) -> None:
+        async with self._write_lock:
+            if self._group is not None:
+                self._commit_group()
+
+    def _undo(self, conn: sqlite3.Connection, *, joined: bool) -> None:
+        """Undo a failed block: its savepoint when it joined a group, else its transaction.
+        A group whose transaction is gone with it fails, and its writers with it."""
+        if not joined:
+            self._roll_back(conn)
+            return
+        try:
+            conn.execute("ROLLBACK TO member")
+            conn.execute("RELEASE member")
+            intact = conn.in_transaction
+        except sqlite3.Error:
+            intact = False
+        if not intact:
+            group = self._group
+            self._group = None
+            self._roll_back(conn)
+            if group is not None:
+                group.committed.set_exception(
+                    DatabaseUnavailable("the transaction of a group commit was lost")
+                )
 
     async def _begin(self) -> sqlite3.Connection:
         """BEGIN IMMEDIATE on the writer connection, waiting (off the loop) for another
@@ -426,11 +534,11 @@ class SqliteDatabase:
             self._writer_conn = conn
         return self._writer_conn
 
-    def _after_write(self) -> None:
-        self._commits_since_checkpoint += 1
-        if self._commits_since_checkpoint < CHECKPOINT_EVERY_COMMITS:
+    def _after_write(self, writes: int) -> None:
+        self._writes_since_checkpoint += writes
+        if self._writes_since_checkpoint < CHECKPOINT_EVERY_WRITES:
             return
-        self._commits_since_checkpoint = 0
+        self._writes_since_checkpoint = 0
         if self._checkpointing is None or self._checkpointing.done():
             self._checkpointing = asyncio.create_task(self._checkpoint(), name="sqlite-checkpoint")
 
@@ -461,6 +569,8 @@ class SqliteDatabase:
         if self._checkpointing is not None:
             await self._checkpointing
         async with self._write_lock:  # a transaction under way finishes first
+            if self._group is not None:
+                self._commit_group()
             if self._writer_conn is not None:
                 with contextlib.suppress(sqlite3.Error):
                     self._writer_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
