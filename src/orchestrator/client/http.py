@@ -9,6 +9,7 @@ API is written once, in `calls.py`, and bound to both clients by `_Endpoint`.
 
 from __future__ import annotations
 
+import abc
 import functools
 import os
 from collections import OrderedDict
@@ -217,11 +218,12 @@ class _Endpoint(Generic[P, R]):
         return method
 
 
-class _Calls(_Session):
+class _Calls(_Session, abc.ABC):
     """Every call of the API, bound to the client's own way of sending."""
 
+    @abc.abstractmethod
     def _send(self, call: Call[Any]) -> Any:
-        raise NotImplementedError
+        """Send `call`: the blocking client returns its result, the async one an awaitable."""
 
     health = _Endpoint(calls.health)
     ready = _Endpoint(calls.ready)
