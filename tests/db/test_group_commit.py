@@ -100,3 +100,42 @@ async def test_a_write_is_committed_when_the_writers_queued_behind_it_give_up(
     for task in queued:
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_writer_cancelled_while_it_waits_for_the_commit_still_notifies(
+    db: SqliteDatabase,
+) -> None:
+    """Its write is committed with the group, so the process's listeners hear of it."""
+    heard: list[str | None] = []
+    listening = await db.listen("created", heard.append)
+    go = asyncio.Event()
+
+    async def first() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO t (name) VALUES ('cancelled-writer')")
+            await tx.notify("created", "cancelled-writer")
+            await go.wait()  # meanwhile the second writer queues for the lock
+
+    async def second() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO t (name) VALUES ('second')")
+
+    try:
+        writing = asyncio.create_task(first())
+        await asyncio.sleep(0)
+        behind = asyncio.create_task(second())
+        await asyncio.sleep(0)
+        go.set()
+        await asyncio.sleep(0)  # the first's block ends; it waits for the group's commit
+        writing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writing
+        await asyncio.wait_for(behind, 10)
+        for _ in range(100):
+            if heard:
+                break
+            await asyncio.sleep(0)
+        assert heard == ["cancelled-writer"]
+        assert committed(db) == {"cancelled-writer", "second"}
+    finally:
+        await listening.close()

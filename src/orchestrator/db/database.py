@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import queue
 import re
@@ -443,10 +444,24 @@ class SqliteDatabase:
             self._settle()
         finally:
             self._write_lock.release()
-        # Shielded: a writer cancelled here must not cancel the commit the others wait for.
-        await asyncio.shield(group.committed)
+        committed = group.committed
+        if not committed.done():
+            # Shielded: a writer cancelled here must not cancel the commit the others wait
+            # for; its own write is committed all the same, so its notes still go out then.
+            try:
+                await asyncio.shield(committed)
+            except asyncio.CancelledError:
+                committed.add_done_callback(functools.partial(self._deliver_if_committed, tx))
+                raise
+        committed.result()  # the group's failure, if it failed
         self.faults.reach("after_commit_before_publish")
         self._channels.deliver(tx.notes)
+
+    def _deliver_if_committed(
+        self, tx: _SqliteTransaction, committed: asyncio.Future[None]
+    ) -> None:
+        if not committed.cancelled() and committed.exception() is None:
+            self._channels.deliver(tx.notes)
 
     def _settle(self) -> None:
         """With the write lock held, after a block: commit the open group when it is full, or
