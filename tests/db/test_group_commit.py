@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.db import ConstraintViolation, Transaction
+from orchestrator.db import ConstraintViolation, DatabaseUnavailable, Transaction
 from orchestrator.db.database import SqliteDatabase
 
 
@@ -139,3 +139,35 @@ async def test_a_writer_cancelled_while_it_waits_for_the_commit_still_notifies(
         assert committed(db) == {"cancelled-writer", "second"}
     finally:
         await listening.close()
+
+
+async def test_when_a_groups_transaction_is_lost_every_writer_in_it_fails(
+    db: SqliteDatabase,
+) -> None:
+    """No writer whose work went with the transaction may return as if it were committed."""
+    go = asyncio.Event()
+
+    async def first() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO t (name) VALUES ('first')")
+            await go.wait()  # meanwhile the second writer queues for the lock
+
+    async def second() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO t (name) VALUES ('second')")
+            await tx.execute("ROLLBACK")  # the whole transaction ends, the first's work too
+            raise RuntimeError("the second writer's own failure")
+
+    writing = asyncio.create_task(first())
+    await asyncio.sleep(0)
+    behind = asyncio.create_task(second())
+    await asyncio.sleep(0)
+    go.set()
+    with pytest.raises(DatabaseUnavailable):
+        await asyncio.wait_for(writing, 10)
+    with pytest.raises(RuntimeError, match="own failure"):
+        await behind
+    assert committed(db) == set()
+    async with db.transaction() as tx:  # and the next writer starts afresh
+        await tx.execute("INSERT INTO t (name) VALUES ('next')")
+    assert committed(db) == {"next"}

@@ -321,13 +321,12 @@ class _Group:
         self.members = 0
         self.commit_scheduled = False
         self.committed: asyncio.Future[None] = loop.create_future()
-        # Its failure is each waiting writer's to raise; none may be left waiting for it.
-        self.committed.add_done_callback(_retrieve)
 
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
+    def fail(self, error: Exception) -> None:
+        """Fail each writer of the group with `error`, which each raises itself (retrieved
+        here, so that a group no writer waits for any more is not reported as unhandled)."""
+        self.committed.set_exception(error)
+        self.committed.exception()
 
 
 class SqliteDatabase:
@@ -436,12 +435,12 @@ class SqliteDatabase:
                         conn.execute("RELEASE member")
             except BaseException:
                 self._undo(conn, joined=group is not None)
-                self._settle()
+                self._after_block()
                 raise
             if group is None:
                 group = self._group = _Group(asyncio.get_running_loop())
             group.members += 1
-            self._settle()
+            self._after_block()
         finally:
             self._write_lock.release()
         committed = group.committed
@@ -463,7 +462,7 @@ class SqliteDatabase:
         if not committed.cancelled() and committed.exception() is None:
             self._channels.deliver(tx.notes)
 
-    def _settle(self) -> None:
+    def _after_block(self) -> None:
         """With the write lock held, after a block: commit the open group when it is full, or
         else leave it open for the writers waiting for the lock (a committer queued behind
         them commits, should they all give up) or, with none waiting, for those the event
@@ -508,7 +507,7 @@ class SqliteDatabase:
                 conn.execute("COMMIT")
         except Exception as exc:
             self._roll_back(conn)
-            group.committed.set_exception(exc)
+            group.fail(exc)
             return
         group.committed.set_result(None)
         if group.commit_scheduled and group.members == 1:
@@ -537,9 +536,7 @@ class SqliteDatabase:
             self._group = None
             self._roll_back(conn)
             if group is not None:
-                group.committed.set_exception(
-                    DatabaseUnavailable("the transaction of a group commit was lost")
-                )
+                group.fail(DatabaseUnavailable("the transaction of a group commit was lost"))
 
     async def _begin(self) -> sqlite3.Connection:
         """BEGIN IMMEDIATE on the writer connection, waiting (off the loop) for another
