@@ -33,27 +33,26 @@ from orchestrator.db.feed import ChangeFeed
 from orchestrator.db.retention import retention_pruner
 from orchestrator.faults import FaultResponseMiddleware, faults_for
 from orchestrator.health import router as health_router
-from orchestrator.http.allow import AllowHeaderMiddleware
 from orchestrator.http.body_limit import BodyLimitMiddleware
 from orchestrator.http.content_type import JsonContentTypeMiddleware
 from orchestrator.http.cors import Cors
 from orchestrator.http.docs import install_docs
-from orchestrator.http.errors import UnhandledErrorMiddleware, install_error_handlers
+from orchestrator.http.edge import Edge
+from orchestrator.http.errors import install_error_handlers
 from orchestrator.http.head import HeadAsGetMiddleware
 from orchestrator.http.lists import ListCache
 from orchestrator.http.openapi import install_openapi
 from orchestrator.http.rate_limit import RateLimitMiddleware, RateLimits, RoutePolicies
-from orchestrator.http.request_id import RequestIdMiddleware
 from orchestrator.http.resource_ids import register_resource_ids
 from orchestrator.http.routing import index_routes, routes_of
-from orchestrator.http.security_headers import SecurityHeadersMiddleware
+from orchestrator.http.stack import Application
 from orchestrator.jobs.lease_routes import router as lease_router
 from orchestrator.jobs.leases import LeaseKeys
 from orchestrator.jobs.retention import job_retention
 from orchestrator.jobs.routes import router as jobs_router
 from orchestrator.jobs.sweeper import lease_sweeper
 from orchestrator.jobs.waiters import ClaimWaiters
-from orchestrator.observability.access_log import AccessLogMiddleware, name_plain_routes
+from orchestrator.observability.access_log import name_plain_routes
 from orchestrator.observability.logging import protect_secret
 from orchestrator.observability.metrics import Metrics
 from orchestrator.observability.routes import router as metrics_router
@@ -214,7 +213,7 @@ def create_app(settings: Settings) -> FastAPI:
             await services.db.close()
             authenticator = None
 
-    app = FastAPI(
+    app = Application(
         title="Orchestrator",
         version=__version__,
         description="Coordination hub: jobs, collaboration tasks, a live change feed, workers.",
@@ -258,21 +257,20 @@ def create_app(settings: Settings) -> FastAPI:
     if faults.enabled:
         app.add_middleware(FaultResponseMiddleware, faults=faults)
     # Each add_middleware wraps the ones before it, so this reads inside-out. From the outside:
-    # request id (before anything logs or answers), access log + metrics, security headers,
-    # body limit, unhandled errors, CORS (so that 429s are readable cross-origin), rate limits,
-    # a rotated session cookie, HEAD served as GET (next to the router, so everything outside
-    # still sees HEAD).
+    # the edge (request id, access log and metrics, security headers, `Allow` on a 405, the
+    # 500 envelope), body limit, JSON content type, CORS (so that 429s are readable
+    # cross-origin), rate limits, a rotated session cookie, HEAD served as GET (next to the
+    # router, so everything outside still sees HEAD).
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(SessionCookieMiddleware)
-    app.add_middleware(
-        RateLimitMiddleware, limits=rate_limits, policies=RoutePolicies(app.router.routes)
-    )
-    app.add_middleware(Cors, settings=settings)
-    app.add_middleware(UnhandledErrorMiddleware)
-    app.add_middleware(AllowHeaderMiddleware)
+    # Layers of features turned off are left out: each costs every request a call.
+    if rate_limits.enabled:
+        app.add_middleware(
+            RateLimitMiddleware, limits=rate_limits, policies=RoutePolicies(app.router.routes)
+        )
+    if settings.cors_origins:
+        app.add_middleware(Cors, settings=settings)
     app.add_middleware(JsonContentTypeMiddleware, form_paths=frozenset({"/auth/session"}))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(AccessLogMiddleware, metrics=metrics, identify=identify)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(Edge, metrics=metrics, identify=identify)
     return app

@@ -5,7 +5,8 @@ from pathlib import Path
 import httpx
 from starlette.responses import Response
 
-from orchestrator.http.security_headers import SecurityHeadersMiddleware
+from orchestrator.http.edge import Edge
+from orchestrator.observability.metrics import Metrics
 from tests.support.apps import client_for, running_app
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
@@ -61,7 +62,11 @@ async def test_docs_get_a_policy_that_lets_them_load(tmp_path: Path) -> None:
 
 
 async def test_not_modified_responses_carry_the_headers() -> None:
-    app = SecurityHeadersMiddleware(Response(status_code=304, headers={"Server": "leaky/1.0"}))
+    app = Edge(
+        Response(status_code=304, headers={"Server": "leaky/1.0"}),
+        metrics=Metrics(),
+        identify=lambda _scope: None,
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         response = await client.get("/api/v1/jobs", headers={"If-None-Match": '"x"'})

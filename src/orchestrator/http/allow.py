@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 
 def allowed_methods(scope: Scope) -> list[str]:
@@ -23,20 +23,7 @@ def allowed_methods(scope: Scope) -> list[str]:
     return sorted(methods)
 
 
-class AllowHeaderMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_allow(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 405:
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"allow"]
-                allow = ", ".join(allowed_methods(scope)).encode("latin-1")
-                message["headers"] = [*headers, (b"allow", allow)]
-            await send(message)
-
-        await self.app(scope, receive, send_with_allow)
+def with_allow(headers: list[tuple[bytes, bytes]], scope: Scope) -> list[tuple[bytes, bytes]]:
+    """A 405's `headers`, whose `Allow` names every method of the path (`Edge` calls it)."""
+    allow = ", ".join(allowed_methods(scope)).encode("latin-1")
+    return [*(header for header in headers if header[0].lower() != b"allow"), (b"allow", allow)]

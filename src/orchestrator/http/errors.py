@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from orchestrator.context import current_request_id
 from orchestrator.db import DatabaseUnavailable
@@ -124,37 +124,6 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return error_response(
         request.scope, 503, ServiceUnavailable.default_message, headers={"Retry-After": "1"}
     )
-
-
-class UnhandledErrorMiddleware:
-    """Turn an unexpected exception into the 500 envelope inside our middleware stack.
-
-    Starlette answers those in its outermost layer, past the request id, security headers and
-    access log; catching them here keeps every 500 a normal, logged, identified response.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception as exc:
-            log.error("unhandled_exception", exc_info=exc)
-            if started:
-                raise
-            await error_response(scope, 500, "Internal server error")(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -10,7 +10,8 @@ take the framework's generic machinery off the hot paths, with the same outcome.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, get_type_hints
 
@@ -19,18 +20,21 @@ from fastapi._compat import ModelField
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_body_to_args
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.routing import (  # the router's own steps, repeated by RouteIndex
     APIRoute,
     _apply_router_form_limits,
     _update_scope,
 )
 from fastapi.telemetry._api import _route_selected
+from starlette._exception_handler import wrap_app_handling_exceptions
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.http.content_type import NO_BODY, parsed_body
+from orchestrator.http.stack import raising
 
 
 class Routes(APIRouter):
@@ -70,18 +74,25 @@ class LeanRoute(APIRoute):
     FastAPI solves every request's parameters and dependencies generically: on an
     authenticated read that cost about a third of the request's CPU, for routes whose only
     parameters are ids the router has already matched, the request itself, a role dependency
-    that takes the request, and a JSON body model. For those (see `_LeanPlan.of`) the handler
-    below does the same in the same order: body read first (by `JsonContentTypeMiddleware`,
+    that takes the request, and a JSON body model. For those (see `_LeanPlan.of`) the route's
+    app below does the same in the same order: body read first (by `JsonContentTypeMiddleware`,
     which hands on the document it parsed), then the dependencies in their declared order,
     then the body's validation by FastAPI's own function (same errors, same envelope), then
-    the endpoint. Every other route, and any request the plan does not cover (no parsed body,
-    dependency overrides in place), goes through FastAPI's handler as before.
+    the endpoint, whose exceptions go to the app's handlers as Starlette's wrapper would hand
+    them. It is the route's whole ASGI app: FastAPI's wraps each request in two exit stacks
+    (for dependencies with `yield`, which a lean route has none of) and a wrapped `send`.
+    Every other route, and any request the plan does not cover (no parsed body, dependency
+    overrides in place), goes through FastAPI's handler as before.
     """
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        full = super().get_route_handler()
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
         plan = _LeanPlan.of(self)
-        return full if plan is None else plan.handler(full, self.dependency_overrides_provider)
+        # FastAPI's handler (`full`) needs the exit stack `RouteIndex` opens for such routes.
+        self.uses_exit_stack = plan is None
+        if plan is not None:
+            full = AsyncExitStackMiddleware(self.app)
+            self.app = plan.app(full, self.dependency_overrides_provider)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,47 +155,50 @@ class _LeanPlan:
             body=body,
         )
 
-    def handler(
-        self,
-        full: Callable[[Request], Coroutine[Any, Any, Response]],
-        overrides: Any,
-    ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    def app(self, full: ASGIApp, overrides: Any) -> ASGIApp:
         endpoint = self.endpoint
         path_params = self.path_params
         request_param = self.request_param
         dependencies = self.dependencies
         body_fields = [self.body] if self.body is not None else None
 
-        async def lean(request: Request) -> Response:
-            scope = request.scope
+        async def lean(scope: Scope, receive: Receive, send: Send) -> None:
             document = NO_BODY
             if body_fields is not None:
                 document = parsed_body(scope)
                 if document is NO_BODY:
-                    return await full(request)  # no body, or one read another way
+                    await full(scope, receive, send)  # no body, or one read another way
+                    return
             if overrides is not None and overrides.dependency_overrides:
-                return await full(request)
-            values: dict[str, Any] = {}
-            for name, dependency in dependencies:
-                solved = await dependency(request)
-                if name is not None:
-                    values[name] = solved
-            matched = scope["path_params"]
-            for name in path_params:
-                values[name] = matched[name]
-            if request_param is not None:
-                values[request_param] = request
-            if body_fields is not None:
-                body_values, errors = await request_body_to_args(
-                    body_fields=body_fields, received_body=document, embed_body_fields=False
-                )
-                if errors:
-                    raise RequestValidationError(errors, body=document)
-                values.update(body_values)
-            response = await endpoint(**values)
-            if not isinstance(response, Response):
-                raise TypeError(f"{endpoint.__qualname__} must return a Response")
-            return response
+                await full(scope, receive, send)
+                return
+            request = Request(scope, receive, send)
+            try:
+                values: dict[str, Any] = {}
+                for name, dependency in dependencies:
+                    solved = await dependency(request)
+                    if name is not None:
+                        values[name] = solved
+                matched = scope["path_params"]
+                for name in path_params:
+                    values[name] = matched[name]
+                if request_param is not None:
+                    values[request_param] = request
+                if body_fields is not None:
+                    body_values, errors = await request_body_to_args(
+                        body_fields=body_fields, received_body=document, embed_body_fields=False
+                    )
+                    if errors:
+                        raise RequestValidationError(errors, body=document)
+                    values.update(body_values)
+                response = await endpoint(**values)
+                if not isinstance(response, Response):
+                    raise TypeError(f"{endpoint.__qualname__} must return a Response")
+            except Exception as exc:
+                # Answered by the app's exception handlers, exactly as the framework would.
+                await wrap_app_handling_exceptions(raising(exc), request)(scope, receive, send)
+                return
+            await response(scope, receive, send)
 
         return lean
 
@@ -230,7 +244,7 @@ class RouteIndex:
 
     def __init__(self, router: APIRouter) -> None:
         self.router = router
-        self.scan = router.app  # the router's own dispatch
+        self.scan = AsyncExitStackMiddleware(router.app)  # the router's own dispatch
         self._indexed: list[BaseRoute] = []
         self._candidates: dict[tuple[str | None, tuple[str, ...]], list[BaseRoute]] = {}
 
@@ -292,24 +306,46 @@ class RouteIndex:
         for route in self.candidates(scope["path"]):
             match, child_scope = route.matches(scope)
             if match is Match.FULL:
-                await _handle(route, child_scope, scope, receive, send)
+                await _handle(route, child_scope, scope, receive, send, full=True)
                 return
             if match is Match.PARTIAL and partial is None:
                 partial = (route, child_scope)
         if partial is None:
             await self.scan(scope, receive, send)  # no route: the router's fallbacks
             return
-        await _handle(*partial, scope, receive, send)
+        await _handle(*partial, scope, receive, send, full=False)
 
 
 async def _handle(
-    route: BaseRoute, child_scope: Scope, scope: Scope, receive: Receive, send: Send
+    route: BaseRoute, child_scope: Scope, scope: Scope, receive: Receive, send: Send, *, full: bool
 ) -> None:
     """What the router does with the route it picked."""
     _update_scope(scope, child_scope)
     path = getattr(route, "path_format", None)
     _route_selected(scope=scope, path=path, mount=isinstance(route, Mount))
-    await route.handle(scope, receive, send)
+    if _uses_exit_stack(route):
+        async with AsyncExitStack() as stack:
+            scope[EXIT_STACK] = stack
+            await route.handle(scope, receive, send)
+    elif full and isinstance(route, LeanRoute):
+        # A full match is of an allowed method, and our routes are added as they are (no
+        # included router's context): what `APIRoute.handle` would check, it would pass.
+        await route.app(scope, receive, send)
+    else:
+        await route.handle(scope, receive, send)
+
+
+# Where FastAPI's general request handler finds the exit stack it closes uploaded files with
+# (its `AsyncExitStackMiddleware`'s default): opened for the routes that use that handler.
+EXIT_STACK = "fastapi_middleware_astack"
+
+
+def _uses_exit_stack(route: BaseRoute) -> bool:
+    """False for the routes known not to use FastAPI's general handler: Starlette's own and
+    lean ones. Anything else (FastAPI's routes, mounts) gets the stack."""
+    if isinstance(route, APIRoute):
+        return getattr(route, "uses_exit_stack", True)
+    return not isinstance(route, Route | WebSocketRoute)
 
 
 def index_routes(router: APIRouter) -> None:

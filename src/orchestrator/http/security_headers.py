@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from collections.abc import Iterable
 
 _API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 # Swagger UI and ReDoc run from files the service serves; both set inline styles, and ReDoc
@@ -28,30 +28,20 @@ _COMMON = (
 )
 
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._api = [*_COMMON, (b"content-security-policy", _API_CSP)]
-        self._docs = [*_COMMON, (b"content-security-policy", _DOCS_CSP)]
-        self._console = [*_COMMON, (b"content-security-policy", _CONSOLE_CSP)]
+_API = (*_COMMON, (b"content-security-policy", _API_CSP))
+_DOCS = (*_COMMON, (b"content-security-policy", _DOCS_CSP))
+_CONSOLE = (*_COMMON, (b"content-security-policy", _CONSOLE_CSP))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if path in _DOCS_PATHS:
-            extra = self._docs
-        elif path.startswith(CONSOLE_PREFIX):
-            extra = self._console
-        else:
-            extra = self._api
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"server"]
-                headers.extend(extra)
-                message["headers"] = headers
-            await send(message)
+def security_headers(path: str) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers every response to `path` carries (`Edge` adds them)."""
+    if path in _DOCS_PATHS:
+        return _DOCS
+    if path.startswith(CONSOLE_PREFIX):
+        return _CONSOLE
+    return _API
 
-        await self.app(scope, receive, send_with_headers)
+
+def without_server(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`headers` less any `Server` (a response names no software)."""
+    return [header for header in headers if header[0].lower() != b"server"]

@@ -40,68 +40,43 @@ def _naming(route: Route, app: ASGIApp) -> ASGIApp:
     return named
 
 
-class AccessLogMiddleware:
-    """`identify` names the user of a WebSocket's credential when its route has not (a refusal
+class AccessLog:
+    """Records each request (metrics and its access line) and follows each WebSocket (its
+    connect and close lines): `Edge` calls it, around the whole of the app.
+
+    `identify` names the user of a WebSocket's credential when its route has not (a refusal
     before any route ran); it must not do I/O."""
 
-    def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, identify: Callable[[Scope], str | None]
-    ) -> None:
-        self.app = app
+    def __init__(self, *, metrics: Metrics, identify: Callable[[Scope], str | None]) -> None:
         self.metrics = metrics
         self.identify = identify
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
-            return
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def began(self) -> None:
+        """A request came in (it is in flight until `ended`)."""
+        self.metrics.requests_in_flight += 1
+
+    def ended(self, scope: Scope, status: int, seconds: float) -> None:
+        """A request that `began` ended with `status` (499: the client left before it)."""
         metrics = self.metrics
-        start = time.perf_counter()
-        status = 0
-        client_left = False
+        state = scope.get("state", {})
+        route = route_template(scope)
+        method = scope["method"]
+        metrics.requests_in_flight -= 1
+        metrics.observe_request(route, method, status, seconds)
+        if state.get("login_failed"):
+            metrics.failed_logins.inc()
+        access_line(
+            ERROR if status >= 500 else INFO,
+            "request",
+            method=method,
+            route=route,
+            status=status,
+            duration_ms=round(seconds * 1000, 3),
+            user=state.get("user"),
+        )
 
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        async def receive_and_record() -> Message:
-            nonlocal client_left
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                client_left = True
-            return message
-
-        metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive_and_record, send_and_record)
-        finally:
-            if not status:
-                # No answer: a client that left before it (nginx's 499) is no server error.
-                status = CLIENT_CLOSED_REQUEST if client_left else 500
-            elapsed = time.perf_counter() - start
-            state = scope.get("state", {})
-            route = route_template(scope)
-            method = scope["method"]
-            metrics.in_flight.dec()
-            metrics.observe_request(route, method, status, elapsed)
-            if state.get("login_failed"):
-                metrics.failed_logins.inc()
-            access_line(
-                ERROR if status >= 500 else INFO,
-                "request",
-                method=method,
-                route=route,
-                status=status,
-                duration_ms=round(elapsed * 1000, 3),
-                user=state.get("user"),
-            )
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def websocket(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run `app` on a WebSocket connection, logging its connect and close (or refusal)."""
         start = time.perf_counter()
         accepted = False
         denied_status: int | None = None
@@ -134,7 +109,7 @@ class AccessLogMiddleware:
             return message
 
         try:
-            await self.app(scope, receive_and_record, send_and_record)
+            await app(scope, receive_and_record, send_and_record)
         finally:
             fields = {
                 "route": route_template(scope),

@@ -35,9 +35,13 @@ class Metrics:
             ["route", "method", "status"],
             registry=self.registry,
         )
+        # Counted in a plain attribute, read at each scrape: a gauge's own inc() and dec()
+        # take a lock each, twice per request.
+        self.requests_in_flight = 0
         self.in_flight = Gauge(
             "orch_http_requests_in_flight", "HTTP requests being served.", registry=self.registry
         )
+        self.in_flight.set_function(lambda: self.requests_in_flight)
         self.websockets = Gauge(
             "orch_websocket_connections", "Open WebSocket connections.", registry=self.registry
         )
