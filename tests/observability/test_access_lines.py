@@ -7,9 +7,11 @@ import asyncio
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,20 @@ asyncio.new_event_loop().run_until_complete(main())
     )
     assert done.returncode == 0, done.stderr
     assert _events(done.stdout) == ["request"]
+
+
+async def test_access_lines_are_stamped_with_the_utc_time_to_the_microsecond(
+    output: io.StringIO,
+) -> None:
+    stamps = []
+    for _ in range(3):  # the date and time of day are kept a second: each line gets its own
+        before = datetime.now(UTC)
+        logs.access_line(logging.INFO, "request", method="GET", route="/a", status=200)
+        after = datetime.now(UTC)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        stamp = json.loads(output.getvalue().splitlines()[-1])["timestamp"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp)
+        assert before - timedelta(microseconds=1) <= datetime.fromisoformat(stamp) <= after
+        stamps.append(stamp)
+    assert stamps == sorted(stamps)

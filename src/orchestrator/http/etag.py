@@ -29,6 +29,8 @@ def none_match(header: str | None, etag: str) -> bool:
     """True when `If-None-Match` matches `etag` (weak comparison): answer 304."""
     if header is None:
         return False
+    if header == etag:  # what a client that cached the response sends back
+        return True
     star, tags = _parse_tags(header)
     return star or any(tag == etag for _weak, tag in tags)
 

@@ -21,18 +21,42 @@ def data_headers(etag: str, extra: Mapping[str, str] | None = None) -> dict[str,
     return headers
 
 
+_CACHING = ((b"cache-control", CACHE_CONTROL.encode()), (b"vary", VARY.encode()))
+_JSON = (b"content-type", b"application/json")
+
+
+class _Prepared(Response):
+    """A `Response` given the raw headers Starlette's `init_headers` would build from the
+    same arguments, in the same order: data responses and 304s answer most reads, and it
+    lowered and encoded each header again for each of them."""
+
+    def __init__(self, status_code: int, body: bytes, raw_headers: list[tuple[bytes, bytes]]):
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        self.raw_headers = raw_headers
+
+
 def data_response(
     body: bytes, etag: str, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
     """A JSON body that is already canonical, with its ETag and caching headers."""
-    return Response(
-        body, status_code=status, media_type="application/json", headers=data_headers(etag, headers)
-    )
+    if headers or status not in (200, 201):
+        return Response(
+            body,
+            status_code=status,
+            media_type="application/json",
+            headers=data_headers(etag, headers),
+        )
+    length = (b"content-length", str(len(body)).encode("ascii"))
+    return _Prepared(status, body, [(b"etag", etag.encode("latin-1")), *_CACHING, length, _JSON])
 
 
 def not_modified(etag: str, headers: Mapping[str, str] | None = None) -> Response:
     """304: no body, and the headers a 200 would have carried for caching."""
-    return Response(status_code=304, headers=data_headers(etag, headers))
+    if headers:
+        return Response(status_code=304, headers=data_headers(etag, headers))
+    return _Prepared(304, b"", [(b"etag", etag.encode("latin-1")), *_CACHING])
 
 
 def conditional_get(

@@ -8,8 +8,8 @@ import contextlib
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable, MutableMapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -202,6 +202,28 @@ class _JsonLinesLogger:
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 
 
+class _UtcClock:
+    """The time as `2026-12-02T11:40:05.123456Z` (UTC, microseconds), the date and time of
+    day formatted once a second: `datetime.now(UTC).isoformat()` cost about 2 µs a line."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+
+_access_clock = _UtcClock()
+
+
 class _AccessSink:
     """Writes access lines straight to the log streams: the same JSON line that structlog
     renders (same keys, same scrubbing), without its processor chain.
@@ -229,7 +251,7 @@ class _AccessSink:
             line.setdefault("request_id", scrub(request_id))
         line["level"] = _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower()
         line["logger"] = ACCESS_LOGGER
-        line["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        line["timestamp"] = _access_clock()
         self.output.write_soon(orjson.dumps(line, default=repr).decode() + "\n")
 
 
