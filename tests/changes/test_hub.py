@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,9 +12,12 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from orchestrator.changes.hub import Outbox, Subscriber
+from orchestrator.background import cancel_and_wait
+from orchestrator.changes.hub import ByteBudget, Outbox, Session, Subscriber, watch_session
 from orchestrator.config import Settings
+from orchestrator.db import open_database
 from orchestrator.db.changelog import latest_revision
+from orchestrator.errors import Unauthorized
 from orchestrator.services import Services
 from tests.changes.support import connected, mint_token, until, write_task, ws_connect
 from tests.support.servers import ServerProcess, free_port
@@ -64,6 +68,53 @@ async def test_replay_hands_off_to_live_without_gap_or_duplicate(services: Servi
         assert [orjson.loads(text)["revision"] for text in frames] == [revision]
     subscriber.close()
     assert not outbox.overflowed.is_set()
+
+
+async def test_a_revoked_connection_ends_after_its_client_is_sent_what_revoked_it(
+    services: Services, database_url: str
+) -> None:
+    """The recheck that ends a connection can read a change (a demotion, say) committed by
+    another process before this process's feed has delivered it: the connection still ends
+    only after its client has been sent that change."""
+    outbox = Outbox(limit=100)
+    subscriber = Subscriber(services.hub, outbox)
+    await subscriber.subscribe(["tasks"], await latest_revision(services.db))
+    other_process = open_database(database_url, timeout=10)
+    try:
+        # Committed where this process hears of it only by its poll (SQLite) or a NOTIFY.
+        revision = await write_task(other_process, "the change that revoked it")
+    finally:
+        await other_process.close()
+    sent: list[int] = []
+
+    async def writer() -> None:  # the connection's, as `ws.py` and `sse.py` run it
+        while True:
+            for text in await outbox.take():
+                for _ in range(100):  # a slow send: a socket's waits for room, many turns
+                    await asyncio.sleep(0)
+                frame = orjson.loads(text)
+                if frame["type"] == "change":
+                    sent.append(frame["revision"])
+
+    async def revoked() -> None:
+        raise Unauthorized("Session revoked")
+
+    session = Session(username="someone", revalidate=asyncio.Event(), budget=ByteBudget(10**9))
+    session.revalidate.set()  # the users changed: recheck
+    writing = asyncio.create_task(writer())
+    try:
+        end = await watch_session(
+            session,
+            feed=services.hub.feed,
+            outbox=outbox,
+            expires_at=time.time() + 60,
+            recheck=revoked,
+        )
+    finally:
+        await cancel_and_wait(writing)
+        subscriber.close()
+    assert end.reason == "revoked"
+    assert sent == [revision]
 
 
 @pytest.fixture

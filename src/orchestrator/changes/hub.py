@@ -155,6 +155,7 @@ class Outbox:
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._sent = asyncio.Event()  # set while nothing is queued and the last batch was sent
         self.overflowed = asyncio.Event()
 
     def __len__(self) -> int:
@@ -193,6 +194,7 @@ class Outbox:
             self._ready.set()
             return False
         self._frames.append(text)
+        self._sent.clear()
         self._bytes += size
         self._own_bytes += own
         self.budget.used += own
@@ -218,6 +220,7 @@ class Outbox:
         self._settle_in_flight()
         self._room.set()
         while not self._frames:
+            self._sent.set()
             self._ready.clear()
             await self._ready.wait()
             if self.overflowed.is_set():
@@ -227,6 +230,19 @@ class Outbox:
         self._in_flight = (self._bytes, self._own_bytes)
         self._room.set()
         return frames
+
+    async def sent(self) -> None:
+        """Wait until every frame queued so far has been taken and sent (the writer came
+        back for more), or the queue overflowed (they never will be)."""
+        waiters = [
+            asyncio.ensure_future(self._sent.wait()),
+            asyncio.ensure_future(self.overflowed.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                await cancel_and_wait(waiter)
 
     def release(self) -> None:
         """Give back everything still counted (the connection is over, or overflowed)."""
@@ -453,9 +469,14 @@ class End:
     message: str
 
 
+# How long a revoked connection waits for the change that revoked it to reach its client.
+REVOKED_GRACE_SECONDS = 2.0
+
+
 async def watch_session(
     session: Session,
     *,
+    feed: ChangeFeed,
     outbox: Outbox,
     expires_at: float,
     recheck: Callable[[], Awaitable[None]],
@@ -463,7 +484,12 @@ async def watch_session(
 ) -> End:
     """Wait until a WebSocket or SSE connection must end: its client is too slow, the
     server is shutting down (when `draining` is given), its credential expires, or
-    `recheck` (run whenever the users changed) raises `Unauthorized`."""
+    `recheck` (run whenever the users changed) raises `Unauthorized`.
+
+    A revoked connection ends after its client has been sent what was committed when the
+    recheck failed: the recheck can read a change (a demotion, a disabled account) before
+    this process's feed delivers it, and the client would otherwise never see why it ended.
+    """
     overflow = asyncio.create_task(outbox.overflowed.wait())
     drain = asyncio.create_task(draining.wait()) if draining is not None else None
     try:
@@ -488,12 +514,24 @@ async def watch_session(
                 try:
                     await recheck()
                 except Unauthorized as exc:
+                    await _deliver_committed(feed, outbox)
                     return End("revoked", exc.message)
                 except DatabaseUnavailable:
                     pass  # cannot tell now; the next change to users asks again
     finally:
         await cancel_and_wait(overflow)
         await cancel_and_wait(drain)
+
+
+async def _deliver_committed(feed: ChangeFeed, outbox: Outbox) -> None:
+    """Deliver what is committed now, and send the outbox's frames; bounded in time."""
+    try:
+        async with asyncio.timeout(REVOKED_GRACE_SECONDS):
+            feed.wake()  # read the log now, not at the next poll
+            await feed.wait_past(await latest_revision(feed.db), REVOKED_GRACE_SECONDS)
+            await outbox.sent()
+    except (TimeoutError, DatabaseUnavailable):
+        pass  # a client that stopped reading, or a database away: end without it
 
 
 class Hub:

@@ -193,6 +193,7 @@ class EventStream(Response):
         # Then the client reconnects with Last-Event-ID (elsewhere, at shutdown).
         await watch_session(
             self.session,
+            feed=self.hub.feed,
             outbox=self.outbox,
             expires_at=self.expires_at,
             recheck=lambda: recheck(

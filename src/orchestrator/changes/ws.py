@@ -226,6 +226,7 @@ class Connection:
         """Close at token expiry, on revocation, or when the client is too slow."""
         end = await watch_session(
             self.session,
+            feed=self.hub.feed,
             outbox=self.outbox,
             expires_at=self.expires_at,
             recheck=lambda: recheck(
