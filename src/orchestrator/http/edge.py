@@ -3,9 +3,9 @@ response carries, `Allow` on a 405, and the error envelope's 500 for an unexpect
 
 These were five middleware, one inside the other, each a coroutine and a wrapped `send` per
 request; this one layer does the same in the same order. With the layers of turned-off
-features left out of the stack as well, `GET /health` went from 63 to 58 µs of CPU. Each concern keeps its own module
-(`request_id`, `observability.access_log`, `security_headers`, `allow`); this is only where
-they meet the request.
+features left out of the stack as well, `GET /health` went from 63 to 58 µs of CPU. Each
+concern keeps its own module (`request_id`, `observability.access_log`, `security_headers`,
+`allow`); this is only where they meet the request.
 """
 
 from __future__ import annotations
