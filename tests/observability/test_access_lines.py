@@ -10,6 +10,7 @@ import logging
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,8 +85,18 @@ asyncio.new_event_loop().run_until_complete(main())
     assert _events(done.stdout) == ["request"]
 
 
+@pytest.fixture
+def away_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is not UTC (5 h 30 ahead), as on many a server."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
 async def test_access_lines_are_stamped_with_the_utc_time_to_the_microsecond(
-    output: io.StringIO,
+    output: io.StringIO, away_from_utc: None
 ) -> None:
     stamps = []
     for _ in range(3):  # the date and time of day are kept a second: each line gets its own
