@@ -46,6 +46,28 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def listening_sockets(port: int) -> set[str]:
+    """The `socket:[inode]` names of the IPv4 sockets listening on `port` (from /proc)."""
+    found = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                found.add(f"socket:[{fields[9]}]")
+    return found
+
+
+def owns_socket(pids: list[int], names: set[str]) -> bool:
+    """Whether one of `pids` holds one of the sockets `names`."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in names:
+                        return True
+    return False
+
+
 @dataclass
 class Child:
     """A process we started, logging to `log_path`; stopped by its own pid, never by name."""
@@ -168,11 +190,13 @@ class Server(Child):
         return [*self.command, "--port", str(self.port)]
 
     def ready(self) -> bool:
-        """Whether it serves: its health check answers 200."""
+        """Whether it serves: its health check answers 200, on a socket of its own (another
+        process may have taken the port between `free_port` and this one's bind)."""
         try:
-            return httpx.get(self.url + "/health", timeout=0.5).status_code == 200
+            answered = httpx.get(self.url + "/health", timeout=0.5).status_code == 200
         except httpx.HTTPError:
             return False
+        return answered and owns_socket(descendants(self.pid), listening_sockets(self.port))
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         assert self.process is not None

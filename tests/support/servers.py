@@ -7,6 +7,7 @@ a server, by its own pid.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
 from bench.servers import SERVE, Server, free_port
 
@@ -33,3 +34,19 @@ class ServerProcess(Server):
             cwd=log_path.parent,
             port=free_port() if port is None else port,
         )
+        self.port_chosen = port is None
+
+    def start(self, timeout: float = 60.0) -> Self:
+        """Launch it and wait until it serves; on a port of its own choosing, again on another
+        port when the first was taken meanwhile (by another test's server)."""
+        for _ in range(2):
+            try:
+                return super().start(timeout=timeout)
+            except RuntimeError:
+                if not self.port_chosen or PORT_TAKEN not in self.tail():
+                    raise
+                self.port = free_port()
+        return super().start(timeout=timeout)
+
+
+PORT_TAKEN = "address already in use"
